@@ -1,0 +1,34 @@
+"""Atomic file writes: a reader (or a crash) never sees a half-written checkpoint, cache or picture."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import SampleCNNError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it is fsynced and renamed over `path` in one step.
+
+    Refuses to replace an existing file unless `overwrite`: nothing a user owns is lost by accident.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SampleCNNError("already exists (pass --force to replace it)", path)
+    if not path.parent.is_dir():
+        raise SampleCNNError("its folder does not exist", path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,175 @@
+"""The SampleCNN family: one configurable network, four named presets.
+
+Every model takes (batch, 1, 59049) mono audio at 22050 Hz (3^10 samples, 2.678 s) and returns tag logits;
+`embed()` returns the penultimate features. Facts are from Lee et al. 2017 ("Sample-level Deep CNNs for Music
+Auto-tagging Using Raw Waveforms") and Kim, Lee, Nam 2018 ("Sample-level CNN architectures for music auto-tagging
+using raw waveforms"); the `seed` preset is the original Keras notebook's layer list.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+SAMPLE_RATE = 22050
+SEGMENT_SAMPLES = 3**10  # 59049
+BLOCK_CHANNELS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
+
+# name -> the config that defines it; `build(name, **overrides)` merges overrides on top.
+ARCHITECTURES: dict[str, dict] = {
+    # The Keras notebook: 'same' conv + max-pool as the first layer, Keras' BatchNorm epsilon and Glorot init.
+    "seed": dict(stem="conv_pool", block="basic", head="conv", dropout=0.1, bn_eps=1e-3, init="glorot_uniform"),
+    # Lee et al. 2017, the 3^9 model: a strided first conv without pooling, He-uniform init.
+    "samplecnn": dict(stem="strided", block="basic", head="conv", dropout=0.5, bn_eps=1e-3, init="he_uniform"),
+    # Kim et al. 2018: basic blocks + squeeze-and-excitation (amplifying ratio 16).
+    "se": dict(stem="strided", block="se", head="dense", dropout=0.5, bn_eps=1e-3, init="he_uniform",
+               amplifying_ratio=16, multi_level=False),
+    # Kim et al. 2018: residual blocks with two convs and SE (ReSE-2).
+    "rese2": dict(stem="strided", block="rese2", head="dense", dropout=0.5, bn_eps=1e-3, init="he_uniform",
+                  amplifying_ratio=16, multi_level=False),
+}
+
+
+class SqueezeExcitation(nn.Module):
+    """Channel gates from the global average: Dense(C*ratio, ReLU) -> Dense(C, sigmoid). Ratio 16 *expands*."""
+
+    def __init__(self, channels: int, ratio: int):
+        super().__init__()
+        self.excite = nn.Sequential(
+            nn.Linear(channels, channels * ratio), nn.ReLU(inplace=True),
+            nn.Linear(channels * ratio, channels), nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.excite(x.mean(dim=-1)).unsqueeze(-1)
+
+
+class BasicBlock(nn.Module):
+    """conv3 ('same') -> BN -> ReLU -> MaxPool3; with `ratio`, SE gates after the pooling (Kim et al.'s SE block)."""
+
+    def __init__(self, c_in: int, c_out: int, bn_eps: float, ratio: int = 0):
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.bn = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.pool = nn.MaxPool1d(3)
+        self.se = SqueezeExcitation(c_out, ratio) if ratio else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn(self.conv(x))))
+        return self.se(x) if self.se is not None else x
+
+
+class ReSEBlock(nn.Module):
+    """ReSE-2: conv3-BN-ReLU-Dropout(0.2)-conv3-BN-SE, plus the shortcut (1x1 conv + BN if channels change),
+    then ReLU and MaxPool3."""
+
+    def __init__(self, c_in: int, c_out: int, bn_eps: float, ratio: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.bn1 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.drop = nn.Dropout(0.2)
+        self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=1)
+        self.bn2 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.se = SqueezeExcitation(c_out, ratio) if ratio else None
+        self.shortcut = (nn.Identity() if c_in == c_out else
+                         nn.Sequential(nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out, eps=bn_eps)))
+        self.pool = nn.MaxPool1d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.drop(torch.relu(self.bn1(self.conv1(x))))))
+        if self.se is not None:
+            y = self.se(y)
+        return self.pool(torch.relu(y + self.shortcut(x)))
+
+
+class SampleCNN(nn.Module):
+    """Stem + nine sample-level blocks + head. See ARCHITECTURES for the named presets."""
+
+    def __init__(self, n_tags: int = 50, stem: str = "strided", block: str = "basic", head: str = "conv",
+                 dropout: float = 0.5, bn_eps: float = 1e-3, init: str = "he_uniform",
+                 amplifying_ratio: int = 16, multi_level: bool = False):
+        super().__init__()
+        if stem == "strided":  # 59049 -> 19683 samples, no pooling
+            self.stem = nn.Sequential(nn.Conv1d(1, 128, 3, stride=3), nn.BatchNorm1d(128, eps=bn_eps), nn.ReLU())
+        elif stem == "conv_pool":  # the notebook's first layer: 'same' conv at full rate, then pool
+            self.stem = nn.Sequential(nn.Conv1d(1, 128, 3, padding=1), nn.BatchNorm1d(128, eps=bn_eps), nn.ReLU(),
+                                      nn.MaxPool1d(3))
+        else:
+            raise ValueError(f"unknown stem {stem!r}")
+
+        channels = (128, *BLOCK_CHANNELS)
+        blocks = []
+        for c_in, c_out in zip(channels[:-1], channels[1:]):
+            if block == "basic":
+                blocks.append(BasicBlock(c_in, c_out, bn_eps))
+            elif block == "se":
+                blocks.append(BasicBlock(c_in, c_out, bn_eps, ratio=amplifying_ratio))
+            elif block == "rese2":
+                blocks.append(ReSEBlock(c_in, c_out, bn_eps, ratio=amplifying_ratio))
+            else:
+                raise ValueError(f"unknown block {block!r}")
+        self.blocks = nn.ModuleList(blocks)
+
+        self.multi_level = multi_level
+        if multi_level and head != "dense":
+            raise ValueError("multi-level aggregation needs head='dense'")
+        self.head_kind = head
+        if head == "conv":  # Conv1d(512, k1) + BN + ReLU on the single remaining time step
+            self.head = nn.Sequential(nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512, eps=bn_eps), nn.ReLU())
+            self.embed_dim = 512
+        elif head == "dense":  # global max pool (of the last three blocks if multi-level) -> Dense -> BN -> ReLU
+            self.embed_dim = sum(BLOCK_CHANNELS[-3:]) if multi_level else BLOCK_CHANNELS[-1]
+            self.head = nn.Sequential(nn.Linear(self.embed_dim, self.embed_dim),
+                                      nn.BatchNorm1d(self.embed_dim, eps=bn_eps), nn.ReLU())
+        else:
+            raise ValueError(f"unknown head {head!r}")
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(self.embed_dim, n_tags)
+        self._init_weights(init)
+
+    def _init_weights(self, init: str) -> None:
+        fill = {"he_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
+                "glorot_uniform": nn.init.xavier_uniform_}[init]
+        for m in self.modules():
+            if isinstance(m, (nn.Conv1d, nn.Linear)):
+                fill(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features: 512-d, or 1024-d with multi-level aggregation."""
+        x = self.stem(x)
+        levels = []
+        for block in self.blocks:
+            x = block(x)
+            levels.append(x)
+        if self.head_kind == "conv":
+            return self.head(x).flatten(1)
+        pooled = [h.amax(dim=-1) for h in (levels[-3:] if self.multi_level else levels[-1:])]
+        return self.head(torch.cat(pooled, dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits (apply a sigmoid for probabilities)."""
+        return self.classifier(self.dropout(self.embed(x)))
+
+
+def config_for(name: str, **overrides) -> dict:
+    """The full config of a named architecture with `overrides` applied (what a checkpoint stores)."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")
+    config = {"n_tags": 50, **ARCHITECTURES[name], **overrides}
+    unknown = set(config) - set(SampleCNN.__init__.__code__.co_varnames[1:SampleCNN.__init__.__code__.co_argcount])
+    if unknown:
+        raise ValueError(f"unknown option(s) for {name}: {', '.join(sorted(unknown))}")
+    return config
+
+
+def build(name: str, n_tags: int = 50, **overrides) -> SampleCNN:
+    """Build a named architecture: build('samplecnn'), build('rese2', multi_level=True), build('seed', n_tags=10)."""
+    return SampleCNN(**config_for(name, n_tags=n_tags, **overrides))
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable parameters, BatchNorm running statistics), as Keras' summary counts them."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    running = sum(b.numel() for name, b in model.named_buffers() if name.endswith(("running_mean", "running_var")))
+    return trainable, running
