@@ -20,8 +20,10 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     path = Path(path)
     if path.exists() and not overwrite:
         raise SampleCNNError("already exists (pass --force to replace it)", path)
-    if not path.parent.is_dir():
-        raise SampleCNNError("its folder does not exist", path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SampleCNNError(f"cannot create its folder ({e.strerror})", path) from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)

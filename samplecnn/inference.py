@@ -1,4 +1,200 @@
-"""(being written) Song tagging."""
-class Tagger: ...
-class TagResult: ...
-def load(name_or_path): raise NotImplementedError
+"""Whole-song tagging: stream the audio, cut it into segments, run them in batches, average (as in the papers).
+
+Segmenting rule (documented in the README):
+- segments of `segment_samples` (59049 = 2.678 s at 22050 Hz) start every `hop` samples (hop = one segment: no
+  overlap, as in Lee et al. 2017 and every paper since);
+- a tail shorter than a segment is dropped, as in the papers: it is less than 2.7 s of the song;
+- a song shorter than one segment is zero-padded on the right to one segment (`TagResult.padded` is True), so a
+  one-second jingle still gets tags instead of an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from . import audio, checkpoint, pretrained
+from .errors import SampleCNNError
+from .models import SampleCNN
+
+AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
+
+
+@dataclasses.dataclass
+class TagResult:
+    """Tags of one song: the taggram (segment x tag probabilities) and everything derived from it."""
+
+    tags: list[str]
+    taggram: np.ndarray          # (n_segments, n_tags) sigmoid outputs
+    segment_starts: np.ndarray   # (n_segments,) seconds
+    segment_seconds: float
+    duration: float              # seconds of audio decoded
+    thresholds: np.ndarray       # (n_tags,) per-tag decision thresholds from the checkpoint
+    padded: bool = False         # the song was shorter than one segment and was zero-padded
+    path: str | None = None
+    model: str | None = None
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Song-level scores: the mean of the segment probabilities (Lee et al. 2017)."""
+        return self.taggram.mean(axis=0)
+
+    def top(self, k: int = 5) -> list[tuple[str, float]]:
+        """The k highest-scoring tags with their song-level scores, best first (k <= 0: all tags)."""
+        scores = self.scores
+        order = np.argsort(-scores, kind="stable")
+        return [(self.tags[i], float(scores[i])) for i in (order[:k] if k > 0 else order)]
+
+    @property
+    def decisions(self) -> list[str]:
+        """Tags whose song-level score reaches the checkpoint's threshold for that tag, best first."""
+        scores = self.scores
+        return [tag for tag, s in self.top(0) if s >= self.thresholds[self.tags.index(tag)]]
+
+    def to_dict(self, taggram: bool = True, digits: int = 4) -> dict:
+        """A JSON-ready dict; `taggram=False` leaves out the per-segment values."""
+        out = {
+            "path": self.path,
+            "model": self.model,
+            "duration": round(self.duration, 3),
+            "segments": len(self.segment_starts),
+            "padded": self.padded,
+            "top": [{"tag": t, "score": round(s, digits)} for t, s in self.top(5)],
+            "decisions": self.decisions,
+            "scores": {t: round(float(s), digits) for t, s in zip(self.tags, self.scores)},
+        }
+        if taggram:
+            out["segment_seconds"] = round(self.segment_seconds, 4)
+            out["segment_starts"] = [round(float(t), 3) for t in self.segment_starts]
+            out["taggram"] = np.round(self.taggram, digits).tolist()
+        return out
+
+
+class Tagger:
+    """A loaded model plus what its checkpoint says about it (tags, rates, thresholds)."""
+
+    def __init__(self, model: SampleCNN, info: checkpoint.ModelInfo, name: str | None = None,
+                 device: str | torch.device | None = None, batch_size: int | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.info = info
+        self.name = name
+        # Batch 1 is fastest for eager PyTorch on a CPU (the first block's activations stay in cache: see
+        # ../shared/README.md section 5); GPUs want large batches.
+        self.batch_size = batch_size or (1 if self.device.type == "cpu" else 64)
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self.info.tags)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.info.sample_rate
+
+    def tag(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None) -> TagResult:
+        """Tag a file path or an in-memory signal (give its `sr`). `hop` in seconds overlaps segments."""
+        hop_samples = self._hop_samples(hop)
+        outputs, n_samples, padded = self._run(self._blocks(audio_in, sr), hop_samples, self._probabilities)
+        seg = self.info.segment_samples
+        return TagResult(
+            tags=self.tags, taggram=outputs, segment_starts=np.arange(len(outputs)) * hop_samples / self.sample_rate,
+            segment_seconds=seg / self.sample_rate, duration=n_samples / self.sample_rate,
+            thresholds=np.asarray(self.info.thresholds, dtype=np.float32), padded=padded,
+            path=None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in), model=self.name)
+
+    def embed(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
+              per_segment: bool = False) -> np.ndarray:
+        """The song's embedding (mean of the segments' penultimate features), or one row per segment."""
+        outputs, _, _ = self._run(self._blocks(audio_in, sr), self._hop_samples(hop), self.model.embed)
+        return outputs if per_segment else outputs.mean(axis=0)
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(x))
+
+    def _hop_samples(self, hop: float | None) -> int:
+        if hop is None:
+            return self.info.segment_samples
+        samples = int(round(hop * self.sample_rate))
+        if not 0 < samples <= 10 * self.info.segment_samples:
+            raise SampleCNNError(f"--hop must be between {1 / self.sample_rate:.5f} s and "
+                                 f"{10 * self.info.segment_samples / self.sample_rate:.1f} s, got {hop}")
+        return samples
+
+    def _blocks(self, audio_in: AudioInput, sr: int | None) -> Iterable[np.ndarray]:
+        if isinstance(audio_in, (np.ndarray, torch.Tensor)):
+            samples = audio_in.detach().cpu().numpy() if isinstance(audio_in, torch.Tensor) else audio_in
+            if sr is None:
+                raise SampleCNNError("an in-memory signal needs its sample rate: tag(array, sr=...)")
+            return [audio.to_mono_resampled(samples, sr, self.sample_rate)]
+        return audio.stream(audio_in, sr=self.sample_rate)
+
+    @torch.inference_mode()
+    def _run(self, blocks: Iterable[np.ndarray], hop: int, fn) -> tuple[np.ndarray, int, bool]:
+        """Apply `fn` to every segment of the stream, batch by batch; returns (outputs, samples seen, padded)."""
+        outputs = []
+        counter = _Counter()
+        for batch in segment_batches(counter.count(blocks), self.info.segment_samples, hop, self.batch_size):
+            x = torch.from_numpy(batch).to(self.device).unsqueeze(1)
+            outputs.append(fn(x).float().cpu().numpy())
+        return np.concatenate(outputs), counter.n, counter.n < self.info.segment_samples
+
+
+class _Counter:
+    """Counts the samples flowing through a block iterator."""
+
+    def __init__(self):
+        self.n = 0
+
+    def count(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in blocks:
+            self.n += len(block)
+            yield block
+
+
+def segment_batches(blocks: Iterable[np.ndarray], length: int, hop: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Cut a stream of 1-D blocks into (batch, length) arrays of segments starting every `hop` samples.
+
+    Only about one segment plus one block is held at a time, so a 2-hour file streams in constant memory. The tail
+    shorter than `length` is dropped; a stream shorter than one segment yields one zero-padded segment.
+    """
+    pending = np.zeros(0, dtype=np.float32)
+    batch = np.empty((batch_size, length), dtype=np.float32)
+    filled = emitted = skip = 0
+    for block in blocks:
+        block = np.asarray(block, dtype=np.float32)
+        if skip:  # a hop longer than a segment jumps over samples that may span blocks
+            dropped = min(skip, len(block))
+            block, skip = block[dropped:], skip - dropped
+        pending = np.concatenate([pending, block]) if len(pending) else block
+        start = 0
+        while start + length <= len(pending):
+            batch[filled] = pending[start:start + length]
+            filled += 1
+            start += hop
+            if filled == batch_size:
+                yield batch.copy()
+                emitted += filled
+                filled = 0
+        skip += max(0, start - len(pending))
+        pending = pending[start:]
+    if filled:
+        emitted += filled
+        yield batch[:filled].copy()
+    if emitted == 0:
+        padded = np.zeros((1, length), dtype=np.float32)
+        padded[0, :len(pending)] = pending[:length]
+        yield padded
+
+
+def load(name_or_path: str | os.PathLike = "default", device: str | torch.device | None = None,
+         batch_size: int | None = None) -> Tagger:
+    """Load a registered model by name (see `samplecnn models`) or a checkpoint file by path."""
+    path = pretrained.resolve(name_or_path)
+    model, info = checkpoint.load(path)
+    name = str(name_or_path) if str(name_or_path) in pretrained.MODELS else Path(path).stem
+    return Tagger(model, info, name=name, device=device, batch_size=batch_size)

@@ -1,0 +1,140 @@
+"""The command line as a user meets it: output formats, taggram pictures, and one-line errors for bad input."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from samplecnn.cli import main
+
+from conftest import SR, music_like
+
+
+@pytest.fixture()
+def songs(tmp_path):
+    folder = tmp_path / "music"
+    (folder / "album").mkdir(parents=True)
+    sf.write(folder / "a.wav", music_like(6.0, seed=1), SR)
+    sf.write(folder / "album" / "b.flac", music_like(3.0, sr=44100, channels=2, seed=2), 44100)
+    (folder / "cover.jpg").write_bytes(b"\xff\xd8\xff\xe0 not audio")  # not picked up by the folder walk
+    return folder
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_output_lists_top_tags_per_song(capsys, songs, ckpt_path):
+    code, out, err = run(capsys, "tag", songs, "--model", ckpt_path, "--top-k", "3")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(str(songs / "a.wav")) and "(6.0 s, 2 segments)" in lines[0]
+    assert any(line.startswith(str(songs / "album" / "b.flac")) for line in lines)
+    score_lines = [line for line in lines if line.startswith("  ") and not line.startswith("  decisions")]
+    assert len(score_lines) == 6
+    assert "Traceback" not in err
+
+
+def test_json_jsonl_and_csv_agree(capsys, songs, ckpt_path):
+    _, out, _ = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--format", "json")
+    (doc,) = json.loads(out)
+    assert doc["path"].endswith("a.wav") and doc["segments"] == 2 and len(doc["taggram"]) == 2
+    assert len(doc["scores"]) == 50 and doc["model"] == "samplecnn"
+    _, out, _ = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--format", "jsonl")
+    assert json.loads(out.strip())["scores"] == doc["scores"]
+    _, out, _ = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--format", "csv", "--top-k", "0")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 50 and [int(r["rank"]) for r in rows] == list(range(1, 51))
+    assert rows[0]["tag"] == doc["top"][0]["tag"]
+    assert float(rows[0]["score"]) == pytest.approx(doc["top"][0]["score"], abs=1e-4)
+
+
+def test_taggram_png_for_one_file_and_a_folder_of_them_for_many(capsys, songs, ckpt_path, tmp_path):
+    out_png = tmp_path / "taggram.png"
+    code, _, err = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--taggram", out_png)
+    assert code == 0, err
+    data = out_png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > 800 and height > 800  # 50 readable tag rows
+    code, _, err = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--taggram", out_png)
+    assert code == 1 and "already exists" in err  # never overwrites silently
+    code, _, err = run(capsys, "tag", songs, "--model", ckpt_path, "--taggram", tmp_path / "pngs")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["0000_a.png", "0001_b.png"]
+
+
+def test_bad_inputs_each_get_one_line_and_the_batch_goes_on(capsys, songs, ckpt_path, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.mp3").write_bytes(b"")
+    (bad / "notes.mp3").write_text("these are my notes, not a song\n" * 50)
+    sf.write(bad / "silent.wav", np.zeros(SR * 3, np.float32), SR)
+    sf.write(bad / "zero.wav", np.zeros(0, np.float32), SR)
+    nan = music_like(3.0)
+    nan[1000] = np.nan
+    sf.write(bad / "nan.wav", nan, SR, subtype="FLOAT")
+    good = music_like(4.0)
+    sf.write(bad / "good.wav", good, SR)
+    data = (bad / "good.wav").read_bytes()
+    (bad / "trunc.flac").write_bytes(b"fLaC" + data[4:40])
+    (tmp_path / "nothing_here").mkdir()
+
+    code, out, err = run(capsys, "tag", bad, tmp_path / "missing.mp3", tmp_path / "nothing_here",
+                         "--model", ckpt_path, "--format", "jsonl")
+    assert code == 1
+    assert [json.loads(line)["path"] for line in out.splitlines()] == [str(bad / "good.wav")]
+    assert "Traceback" not in err
+    summary = err.split("input(s) failed:\n")[1]  # the report after the progress bar
+    problems = [line.strip() for line in summary.splitlines()]
+    expected = {"empty.mp3": "", "notes.mp3": "not an audio file", "silent.wav": "silent",
+                "zero.wav": "no audio", "nan.wav": "NaN", "trunc.flac": "", "missing.mp3": "no such file",
+                "nothing_here": "no audio files"}
+    assert len(problems) == len(expected)
+    for name, reason in expected.items():
+        (line,) = [p for p in problems if name in p]
+        assert reason in line
+    assert "8 of 9 input(s) failed" in err
+
+
+def test_tag_without_a_model_says_no_default_is_installed(capsys, songs):
+    code, out, err = run(capsys, "tag", songs / "a.wav")
+    assert code == 1 and out == ""
+    assert err.strip().count("\n") == 0 and "no default model is installed yet" in err
+
+
+def test_models_info_and_init(capsys, tmp_path):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "No models are installed yet" in out
+    path = tmp_path / "rese.safetensors"
+    code, out, _ = run(capsys, "init", "rese2", path, "--multi-level", "--tags", "kick,snare,hat")
+    assert code == 0 and path.is_file()
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0
+    assert "architecture rese2" in out and "multi_level=True" in out and "kick, snare, hat" in out
+    code, out, _ = run(capsys, "info", path, "--json")
+    assert json.loads(out)["tags"] == ["kick", "snare", "hat"]
+    code, _, err = run(capsys, "init", "rese2", path)
+    assert code == 1 and "already exists" in err
+    code, _, err = run(capsys, "init", "transformer", tmp_path / "x.safetensors")
+    assert code == 1 and "unknown architecture" in err
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
+    code, _, err = run(capsys, "info", tmp_path / "junk.safetensors")
+    assert code == 1 and "not a samplecnn checkpoint" in err and "Traceback" not in err
+
+
+def test_console_script_runs_as_a_program(songs, ckpt_path):
+    proc = subprocess.run([sys.executable, "-m", "samplecnn", "tag", songs / "a.wav", "--model", ckpt_path,
+                           "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["segments"] == 2
+    proc = subprocess.run([sys.executable, "-m", "samplecnn", "tag", songs / "missing.ogg", "--model", ckpt_path],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 2 and "Traceback" not in proc.stderr
