@@ -113,6 +113,12 @@ class Tagger:
         outputs, _, _ = self._run(self._blocks(audio_in, sr), self._hop_samples(hop), self.model.embed)
         return outputs if per_segment else outputs.mean(axis=0)
 
+    def taggram(self, signal: np.ndarray, hop: float | None = None) -> np.ndarray:
+        """Segment probabilities of a mono signal already at the model's rate, without the checks `tag` makes
+        (a dataset's silent clip still gets the model's output): for evaluation."""
+        outputs, _, _ = self._run([signal], self._hop_samples(hop), self._probabilities)
+        return outputs
+
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(x))
 

@@ -87,17 +87,21 @@ class SampleCNN(nn.Module):
 
     def __init__(self, n_tags: int = 50, stem: str = "strided", block: str = "basic", head: str = "conv",
                  dropout: float = 0.5, bn_eps: float = 1e-3, init: str = "he_uniform",
-                 amplifying_ratio: int = 16, multi_level: bool = False):
+                 amplifying_ratio: int = 16, multi_level: bool = False, width: float = 1.0):
         super().__init__()
+        # `width` scales every channel count: 1.0 is the papers' model; a narrow model (e.g. 0.25, 1/16 of the
+        # compute) is for quick experiments and tests.
+        channels = tuple(max(1, round(c * width)) for c in (128, *BLOCK_CHANNELS))
+        top = channels[-1]
         if stem == "strided":  # 59049 -> 19683 samples, no pooling
-            self.stem = nn.Sequential(nn.Conv1d(1, 128, 3, stride=3), nn.BatchNorm1d(128, eps=bn_eps), nn.ReLU())
+            self.stem = nn.Sequential(nn.Conv1d(1, channels[0], 3, stride=3), nn.BatchNorm1d(channels[0], eps=bn_eps),
+                                      nn.ReLU())
         elif stem == "conv_pool":  # the notebook's first layer: 'same' conv at full rate, then pool
-            self.stem = nn.Sequential(nn.Conv1d(1, 128, 3, padding=1), nn.BatchNorm1d(128, eps=bn_eps), nn.ReLU(),
-                                      nn.MaxPool1d(3))
+            self.stem = nn.Sequential(nn.Conv1d(1, channels[0], 3, padding=1), nn.BatchNorm1d(channels[0], eps=bn_eps),
+                                      nn.ReLU(), nn.MaxPool1d(3))
         else:
             raise ValueError(f"unknown stem {stem!r}")
 
-        channels = (128, *BLOCK_CHANNELS)
         blocks = []
         for c_in, c_out in zip(channels[:-1], channels[1:]):
             if block == "basic":
@@ -115,10 +119,10 @@ class SampleCNN(nn.Module):
             raise ValueError("multi-level aggregation needs head='dense'")
         self.head_kind = head
         if head == "conv":  # Conv1d(512, k1) + BN + ReLU on the single remaining time step
-            self.head = nn.Sequential(nn.Conv1d(512, 512, 1), nn.BatchNorm1d(512, eps=bn_eps), nn.ReLU())
-            self.embed_dim = 512
+            self.head = nn.Sequential(nn.Conv1d(top, top, 1), nn.BatchNorm1d(top, eps=bn_eps), nn.ReLU())
+            self.embed_dim = top
         elif head == "dense":  # global max pool (of the last three blocks if multi-level) -> Dense -> BN -> ReLU
-            self.embed_dim = sum(BLOCK_CHANNELS[-3:]) if multi_level else BLOCK_CHANNELS[-1]
+            self.embed_dim = sum(channels[-3:]) if multi_level else top
             self.head = nn.Sequential(nn.Linear(self.embed_dim, self.embed_dim),
                                       nn.BatchNorm1d(self.embed_dim, eps=bn_eps), nn.ReLU())
         else:
