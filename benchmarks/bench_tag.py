@@ -1,16 +1,31 @@
-"""Inference speed of the SampleCNN family beside this machine's matmul peak, and whole-song `tag` speed.
+"""Whole-song tagging speed per inference path, beside musicnn, the matmul peak, decode speed, memory and start-up.
 
-    .venv/bin/python benchmarks/bench_tag.py [--threads N] [--seconds 240] [--archs samplecnn,seed]
+    .venv/bin/python benchmarks/bench_tag.py            # ~5 min; run it ALONE (see below)
 
-Prints: the fp32 matmul peak (4096^3), model segments/s per batch size in eager fp32 with the achieved GFLOP/s as a
-fraction of that peak, and the real-time factor of tagging a 4-minute mp3 end to end (decode + resample + segment
-+ model + aggregate). Weights are untrained (speed does not depend on them). Run it alone: two heavy jobs on two
-cores make every timing meaningless.
+Prints one table per run (plain, then markdown for the README) for the same files: a generated 4-minute 44.1 kHz
+stereo mp3 plus the three reference excerpts in ../shared/musicnn-reference (real music) when present. Columns:
+- x real time of `tagger.tag(path)` per path, decode + resample + segment + model + aggregate included (best of 2
+  after a warm-up); the ratio to musicnn (our PyTorch port of MTT_musicnn, in the same run; the original TensorFlow
+  package measured ~56-67x on this machine, ../shared/README.md section 3);
+- model-only segments/s at batch 1, achieved GFLOP/s and its fraction of the measured matmul peak of the same
+  precision (4096^3 fp32 / bf16);
+- accuracy against the fp32 eager reference: the largest song-level score difference and whether the top 5 tags
+  are the same, on every file. THE WEIGHTS ARE UNTRAINED (no trained default model exists yet): these accuracy
+  numbers only show numerical drift on random weights, not accuracy on a trained model;
+Then decode speed, peak RSS of tagging a generated 2-hour low-bitrate mp3 (in a subprocess, VmHWM), and the
+start-up time of `samplecnn tag` on a short file against `python -c "import torch"`.
+
+Two heavy jobs on two cores make every timing meaningless (PyTorch's spinning threads slow 10-20x): the load average
+is printed before and after; do not trust a run that started above ~0.6.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,23 +33,93 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import samplecnn
-from samplecnn import audio, models
-from samplecnn.cli import main as cli_main
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from samplecnn import audio, checkpoint, fastpath, models  # noqa: E402
+from samplecnn.inference import Tagger  # noqa: E402
 
 SEG = models.SEGMENT_SAMPLES
+SR = models.SAMPLE_RATE
+REFERENCE = ROOT.parent / "shared" / "musicnn-reference"
+LONG_MP3 = Path(tempfile.gettempdir()) / "samplecnn_bench_2h.mp3"
 
 
-def matmul_peak_gflops(n: int = 4096, repeats: int = 3) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+# ----------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def make_song(path: Path, seconds: float, bit_rate: int = 192_000) -> Path:
+    """A 44.1 kHz stereo mp3 of something music-like (chords, drums, noise), encoded with PyAV."""
+    import av
+
+    sr = 44100
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mp3", rate=sr, layout="stereo")
+        stream.bit_rate = bit_rate
+        for i in range(int(seconds)):
+            t = (np.arange(sr) + i * sr) / sr
+            chord = sum(0.1 * np.sin(2 * np.pi * f * (1 + (i // 4) % 3 * 0.12) * t) for f in (220, 277, 330))
+            drums = np.exp(-30 * (t % 0.5)) * rng.standard_normal(sr) * 0.3
+            x = np.stack([chord + drums, chord - drums]).astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(x, format="fltp", layout="stereo")
+            frame.sample_rate = sr
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def long_mp3() -> Path:
+    """The 2-hour 64 kbit/s mp3, generated once into the temp folder (about 1.5 min) and kept for later runs."""
+    if not LONG_MP3.is_file():
+        tmp = LONG_MP3.with_suffix(".part.mp3")
+        make_song(tmp, 7200, bit_rate=64_000)
+        tmp.replace(LONG_MP3)
+    return LONG_MP3
+
+
+def write_untrained(path: Path) -> Path:
+    """The default-size 3^9 SampleCNN with random weights and non-trivial BatchNorm statistics (as trained ones)."""
+    from samplecnn.tags import MTAT_TOP50
+
+    torch.manual_seed(0)
+    config = models.config_for("samplecnn")
+    model = models.SampleCNN(**config)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+    info = checkpoint.ModelInfo(arch="samplecnn", config=config, tags=list(MTAT_TOP50), thresholds=[0.5] * 50,
+                                provenance={"source": "untrained (benchmark)"})
+    checkpoint.save(path, model, info, overwrite=True)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# measuring
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
 
 
-def segment_gflop(arch: str) -> float:
+def segment_gflop(model: torch.nn.Module) -> float:
     """Multiply-adds x 2 of one segment's forward pass, counted from the conv/linear layer shapes."""
-    model = models.build(arch).eval()
     flops = 0
 
     def hook(module, inputs, output):
@@ -52,79 +137,239 @@ def segment_gflop(arch: str) -> float:
     return flops / 1e9
 
 
-def model_throughput(arch: str, batch: int, seconds: float = 6.0) -> float:
-    model = models.build(arch).eval()
-    x = torch.randn(batch, 1, SEG)
-    with torch.inference_mode():
-        model(x)
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            model(x)
-            n += batch
+def throughput(fn, x: np.ndarray, seconds: float) -> float:
+    """Calls of fn(x) per second, after one warm-up call."""
+    fn(x)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        fn(x)
+        n += 1
     return n / (time.perf_counter() - start)
 
 
-def make_song(path: Path, seconds: float) -> Path:
-    """A 4-minute 44.1 kHz stereo mp3 of something music-like (chords, drums, noise), encoded with PyAV."""
-    import av
-
-    sr = 44100
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mp3", rate=sr, layout="stereo")
-        stream.bit_rate = 192_000
-        for i in range(int(seconds)):
-            t = (np.arange(sr) + i * sr) / sr
-            chord = sum(0.1 * np.sin(2 * np.pi * f * (1 + (i // 4) % 3 * 0.12) * t) for f in (220, 277, 330))
-            drums = np.exp(-30 * (t % 0.5)) * rng.standard_normal(sr) * 0.3
-            x = np.stack([chord + drums, chord - drums]).astype(np.float32)
-            frame = av.AudioFrame.from_ndarray(x, format="fltp", layout="stereo")
-            frame.sample_rate = sr
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+# ----------------------------------------------------------------------------------------------------------------
+# the paths
 
 
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+class OrtTagger(Tagger):
+    """A Tagger whose segments run in ONNX Runtime (the exported graph gives the probabilities directly)."""
+
+    def __init__(self, onnx_path: Path, model, info, threads: int, **kw):
+        import onnxruntime as ort
+
+        super().__init__(model, info, precision="fp32", **kw)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+
+    def run_numpy(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(["probabilities"], {"audio": x})[0]
+
+    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.run_numpy(x.numpy()))
+
+
+def quantize_int8(onnx_path: Path, out: Path, calibration: list[np.ndarray]) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on segments of real music."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter([{"audio": s[None, None, :]} for s in calibration])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return out
+
+
+def build_paths(ckpt: Path, tmp: Path, args) -> dict[str, Tagger]:
+    """name -> tagger. "before" is the code as it was: BatchNorm unfolded, decoding in line with the model."""
+    model, info = checkpoint.load(ckpt)
+    before = Tagger(model, info, precision="fp32", prefetch_blocks=0)
+    before.model = model.eval()  # undo the folding: the reference and the old speed
+    paths = {"fp32 eager (before)": before,
+             "fp32 folded BN": Tagger(model, info, precision="fp32", prefetch_blocks=0),
+             "fp32 folded + prefetch (auto)": Tagger(model, info, precision="auto")}
+    if fastpath.fast_bf16("cpu") or args.bf16_anyway:
+        paths["bf16 folded + prefetch"] = Tagger(model, info, precision="bf16")
+    if args.onnx:
+        try:
+            from samplecnn.onnx_export import export
+
+            onnx_path = export(ckpt, tmp / "model.onnx", overwrite=True)
+            paths["ONNX Runtime fp32 + prefetch"] = OrtTagger(onnx_path, model, info, torch.get_num_threads())
+            if args.int8:
+                calib = [s for f in reference_wavs() for s in _segments(audio.load(f))]
+                calib += _segments(audio.load(ROOT / "examples" / "loop_amen_full.flac"))
+                q = quantize_int8(onnx_path, tmp / "model.int8.onnx", calib)
+                paths["ONNX Runtime int8 + prefetch"] = OrtTagger(q, model, info, torch.get_num_threads())
+        except ImportError as e:
+            print(f"(ONNX Runtime paths skipped: {e}; pip install 'samplecnn[onnx]')")
+    return paths
+
+
+def _segments(x: np.ndarray) -> list[np.ndarray]:
+    return [x[i * SEG:(i + 1) * SEG] for i in range(len(x) // SEG)]
+
+
+def reference_wavs() -> list[Path]:
+    return sorted(REFERENCE.glob("*.wav")) if REFERENCE.is_dir() else []
+
+
+def model_only(name: str, tagger: Tagger, x: np.ndarray, seconds: float) -> float:
+    """Segments/s of the path's model alone at batch 1."""
+    if isinstance(tagger, OrtTagger):
+        return throughput(tagger.run_numpy, x[None, None, :], seconds)
+    t = torch.from_numpy(x).view(1, 1, SEG)
+    with torch.inference_mode():
+        return throughput(tagger.model, t, seconds)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# memory and start-up (subprocesses)
+
+
+def peak_rss(ckpt: Path, song: Path) -> dict:
+    """Tag `song` in a fresh process; VmHWM before tagging (after loading) and after, and the time it took."""
+    code = ("import sys, time, torch; sys.path.insert(0, sys.argv[3]); import samplecnn\n"
+            "def hwm():\n"
+            "    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024\n"
+            "t = samplecnn.load(sys.argv[1]); before = hwm(); s = time.perf_counter()\n"
+            "r = t.tag(sys.argv[2]); e = time.perf_counter() - s\n"
+            "print(before, hwm(), e, r.duration)")
+    out = subprocess.run([sys.executable, "-c", code, str(ckpt), str(song), str(ROOT)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    before, after, elapsed, duration = map(float, out)
+    return {"loaded_mb": before, "peak_mb": after, "x_real_time": duration / elapsed, "hours": duration / 3600}
+
+
+def startup(ckpt: Path, short: Path, runs: int) -> tuple[float, float]:
+    """Median wall time of `python -c "import torch"` and of `samplecnn tag SHORT`, interleaved."""
+    cli = [sys.executable, "-m", "samplecnn", "tag", str(short), "--model", str(ckpt)]
+    torch_only = [sys.executable, "-c", "import torch"]
+    a, b = [], []
+    for _ in range(runs):
+        a.append(_timed(lambda: subprocess.run(torch_only, check=True, capture_output=True)))
+        b.append(_timed(lambda: subprocess.run(cli, check=True, capture_output=True, cwd=ROOT)))
+    return statistics.median(a), statistics.median(b)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--seconds", type=float, default=240.0, help="length of the test song")
-    parser.add_argument("--archs", default="samplecnn,seed")
-    parser.add_argument("--batches", default="1,8,32")
+    parser.add_argument("--seconds", type=float, default=240.0, help="length of the generated song")
+    parser.add_argument("--model-seconds", type=float, default=4.0, help="time per model-only measurement")
+    parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX Runtime paths")
+    parser.add_argument("--no-int8", dest="int8", action="store_false", help="skip ONNX Runtime int8")
+    parser.add_argument("--no-rss", dest="rss", action="store_false", help="skip the 2-hour memory test")
+    parser.add_argument("--startup-runs", type=int, default=5)
+    parser.add_argument("--bf16-anyway", action="store_true", help="time bf16 even without native bf16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = load_average()
 
-    peak = matmul_peak_gflops()
-    print(f"torch {torch.__version__}, {args.threads} threads; fp32 matmul peak (4096^3): {peak:.0f} GFLOP/s\n")
-    print(f"{'model (eager fp32)':22s} {'batch':>5s} {'segments/s':>10s} {'x real time':>11s} {'GFLOP/s':>8s} "
-          f"{'of peak':>7s}")
-    for arch in args.archs.split(","):
-        gflop = segment_gflop(arch)
-        for batch in map(int, args.batches.split(",")):
-            rate = model_throughput(arch, batch)
-            print(f"{arch + f' ({gflop:.2f} GFLOP)':22s} {batch:5d} {rate:10.1f} {rate * SEG / models.SAMPLE_RATE:11.0f}"
-                  f" {rate * gflop:8.0f} {rate * gflop / peak:7.0%}")
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        song = make_song(tmp / "song.mp3", args.seconds)
+        files = [song, *reference_wavs()]
+        ckpt = write_untrained(tmp / "model.safetensors")
+        paths = build_paths(ckpt, tmp, args)
+        from samplecnn.teachers.musicnn import load_teacher
 
-    with tempfile.TemporaryDirectory() as tmp:
-        song = make_song(Path(tmp) / "song.mp3", args.seconds)
-        ckpt = Path(tmp) / "model.safetensors"
-        cli_main(["init", "samplecnn", str(ckpt)])
-        decode = _timed(lambda: audio.load(song))
-        tagger = samplecnn.load(ckpt)
-        tagger.tag(song)  # warm-up
-        tag_s = min(_timed(lambda: tagger.tag(song)) for _ in range(2))
-        print(f"\nwhole song, {args.seconds:.0f}-s 44.1 kHz stereo mp3:")
-        print(f"  decode + resample to 22050 Hz mono: {args.seconds / decode:6.0f}x real time")
-        print(f"  tagger.tag (decode + model, batch {tagger.batch_size}): {args.seconds / tag_s:6.0f}x real time "
-              f"({tag_s:.2f} s)")
+        musicnn = load_teacher("MTT_musicnn")
+        seconds = {f: audio.load(f).size / SR for f in files}
+
+        # whole-song speed and scores, path by path, file by file
+        speed: dict[str, dict[Path, float]] = {}
+        scores: dict[str, dict[Path, np.ndarray]] = {}
+        for name, tagger in [*paths.items(), ("musicnn (PyTorch port)", musicnn)]:
+            speed[name], scores[name] = {}, {}
+            for f in files:
+                result = tagger.tag(f)  # warm-up (and the scores)
+                best = min(_timed(lambda: tagger.tag(f)) for _ in range(2 if f == song else 3))
+                speed[name][f], scores[name][f] = seconds[f] / best, result.scores
+
+        # model alone
+        x = audio.load(files[-1])[:SEG] if len(files) > 1 else audio.load(song)[:SEG]
+        gflop = segment_gflop(checkpoint.load(ckpt)[0].eval())
+        peak32, peak16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
+        rates = {name: model_only(name, t, x, args.model_seconds) for name, t in paths.items()}
+        decode = min(_timed(lambda: audio.load(song)) for _ in range(3))
+        load_mid = load_average()
+
+        rss = None
+        if args.rss:
+            rss_short = peak_rss(ckpt, song)
+            rss = peak_rss(ckpt, long_mp3())
+        short = tmp / "short.mp3"
+        make_song(short, 10)
+        t_torch, t_cli = startup(ckpt, short, args.startup_runs)
+    load_end = load_average()
+
+    # -- report --
+    ref_name = "fp32 eager (before)"
+    total = sum(seconds.values())
+    overall = {n: total / sum(seconds[f] / speed[n][f] for f in files) for n in speed}
+    mus = overall["musicnn (PyTorch port)"]
+    file_cols = [f.stem for f in files]
+    header = ["path", *(f"{c} x" for c in file_cols), "all x", "/ musicnn", "seg/s (model)", "GFLOP/s",
+              "of peak", "max score diff", "top-5 same"]
+    rows = []
+    for name in speed:
+        is_musicnn = name.startswith("musicnn")
+        rate = rates.get(name)
+        peak = peak16 if "bf16" in name else peak32
+        diffs = [fastpath.compare_scores(scores[ref_name][f], scores[name][f]) for f in files]
+        rows.append([
+            name, *(f"{speed[name][f]:.0f}" for f in files), f"{overall[name]:.0f}", f"{overall[name] / mus:.2f}",
+            f"{rate:.1f}" if rate else "-", f"{rate * gflop:.0f}" if rate else "-",
+            f"{rate * gflop / peak:.0%}" if rate and "int8" not in name else "-",
+            "-" if is_musicnn else f"{max(d for d, _ in diffs):.4f}",
+            "-" if is_musicnn else ("yes" if all(s for _, s in diffs) else "NO"),
+        ])
+    env = (f"torch {torch.__version__}, {args.threads} threads, native bf16: {fastpath.fast_bf16('cpu')}; "
+           f"load average {load_start:.2f} at start, {load_mid:.2f} before the subprocesses, {load_end:.2f} at end")
+    notes = [
+        f"files: {', '.join(f'{f.name} ({seconds[f]:.0f} s)' for f in files)}; x = x real time of tagger.tag(path), "
+        "decode included",
+        f"model: default-size 3^9 SampleCNN, {gflop:.2f} GFLOP per segment, UNTRAINED weights (score differences "
+        "are numerical drift on random weights, not accuracy)",
+        f"matmul peak 4096^3: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s",
+        f"decode + resample to 22050 Hz mono ({song.name}): {args.seconds / decode:.0f}x real time",
+        "musicnn: our PyTorch port of MTT_musicnn in this run; the original TensorFlow package measured ~56-67x "
+        "real time on this machine (../shared/README.md section 3)",
+    ]
+    if rss:
+        notes.append(f"peak RSS tagging {rss['hours']:.1f} h of 64 kbit/s mp3: {rss['peak_mb']:.0f} MB "
+                     f"({rss['loaded_mb']:.0f} MB after loading; a {args.seconds / 60:.0f}-min song peaks at "
+                     f"{rss_short['peak_mb']:.0f} MB); {rss['x_real_time']:.0f}x real time")
+    notes.append(f"start-up: `samplecnn tag` on a 10-s mp3 {t_cli:.2f} s vs `python -c \"import torch\"` "
+                 f"{t_torch:.2f} s: {t_cli / t_torch:.2f}x (median of {args.startup_runs})")
+
+    print(env + "\n")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    print()
+    for n in notes:
+        print("- " + n)
+    print("\nmarkdown:\n")
+    print(f"_{env}_\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print()
+    for n in notes:
+        print("- " + n)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,21 @@
 __version__ = "0.1.0"
 
 from .errors import AudioError, CheckpointError, SampleCNNError  # noqa: E402
-from .inference import Tagger, TagResult, load  # noqa: E402
 
 __all__ = ["load", "Tagger", "TagResult", "SampleCNNError", "AudioError", "CheckpointError", "__version__"]
+
+_LAZY = {"load", "Tagger", "TagResult"}
+
+
+def __getattr__(name: str):
+    """`load`, `Tagger` and `TagResult` import torch and PyAV on first use, not at `import samplecnn`: commands that
+    need neither (`samplecnn --help`, `models`, `search`...) start in a fraction of the time."""
+    if name in _LAZY:
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'samplecnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                                                           "no overlap)")
     p.add_argument("--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, 64 on GPU)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 only where the hardware has it and the checkpoint records bf16 was verified on "
+                        "real music, else fp32 (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace existing taggram files")
     p.set_defaults(run=_cmd_tag)
 
@@ -74,7 +77,181 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tags", help="comma-separated tag vocabulary (default: the MTAT top 50 for 50 outputs)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(run=_cmd_import_keras)
+    p = sub.add_parser("train", help="train a model on a prepared dataset (torchrun for several GPUs/processes)")
+    p.add_argument("--data", required=True, metavar="CACHE", help="a dataset made by `samplecnn prepare`")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="checkpoints, metrics.jsonl, curves.png, model")
+    p.add_argument("--arch", default="samplecnn", help="seed, samplecnn, se or rese2 (default: %(default)s)")
+    p.add_argument("--multi-level", action="store_true", help="multi-level aggregation (se, rese2)")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default: 1, the papers')")
+    p.add_argument("--recipe", choices=("paper", "adam"), default="paper",
+                   help="paper: Lee et al. 2017 SGD + early-stopping stages; adam: Won et al. 2020 (default: paper)")
+    p.add_argument("--epochs", type=int, help="cap on epochs (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="per process (default: 23 paper, 16 adam)")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
+                   help="mixed precision; auto: bf16 (fp16 if unsupported) on a GPU, none (fp32) on a CPU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
+    p.add_argument("--stop-after-steps", type=int, metavar="N", help="stop cleanly after N steps (resume later)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR exactly where it stopped")
+    p.add_argument("--device", help="torch device (default: the local GPU if any, else cpu)")
+    p.set_defaults(run=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="song-level ROC-AUC / PR-AUC of a checkpoint on a dataset split")
+    p.add_argument("model", metavar="CHECKPOINT")
+    p.add_argument("--data", required=True, metavar="CACHE")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--out", metavar="DIR", help="write summary.json, per_tag.csv and per_tag.png here")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--device")
+    p.set_defaults(run=_cmd_evaluate)
+
+    p = sub.add_parser("prepare", help="decode a dataset once into a training cache (resumable: rerun to go on)")
+    datasets = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    q = datasets.add_parser("mtat", help="MagnaTagATune as distributed (annotations_final.csv, mp3 folders 0-f)")
+    q.add_argument("--root", required=True, help="folder holding annotations_final.csv and the folders 0-9, a-f")
+    q.add_argument("--split", choices=("lee2017", "full"), default="lee2017",
+                   help="lee2017: only clips with a top-50 tag; full: every readable clip (default: %(default)s)")
+    q.add_argument("--top", type=int, default=50, help="vocabulary size (default: %(default)s)")
+    r = datasets.add_parser("folder", help="any audio folder plus a CSV/TSV label table")
+    r.add_argument("--audio", required=True, help="folder the table's paths are relative to")
+    r.add_argument("--labels", required=True, help="CSV or TSV: a path column and tag-list, 0/1 or [0, 1] columns")
+    vocab_opts = r.add_mutually_exclusive_group()
+    vocab_opts.add_argument("--top", type=int, help="keep the N most frequent tags (default: all)")
+    vocab_opts.add_argument("--tags", help="comma-separated tags to keep, in this order")
+    r.add_argument("--path-column", help="default: path, file, filename, filepath, audio or mp3_path")
+    r.add_argument("--tag-column", help="a column of ';'-separated tags (default: a column named 'tags', if any)")
+    r.add_argument("--split-column", help="column of train/valid/test; otherwise a seeded random split")
+    r.add_argument("--group-column", help="keep each group (artist, album) on one side of the random split")
+    r.add_argument("--valid-fraction", type=float, default=0.1, help="default: %(default)s")
+    r.add_argument("--test-fraction", type=float, default=0.1, help="default: %(default)s")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random split (default: %(default)s)")
+    for q in (q, r):
+        q.add_argument("--out", required=True, help="cache folder to write")
+        q.add_argument("--min-seconds", type=float, default=0.0,
+                       help="leave out clips shorter than this (Lee et al. 2017 used 29.1 on MTAT; default: 0)")
+        q.add_argument("--workers", type=int, help="decoding processes (default: min(4, CPUs))")
+        q.add_argument("--force", action="store_true", help="rebuild OUT if it is already a complete cache")
+        q.set_defaults(run=_cmd_prepare)
+
+    # -- library tagging and the HTTP service (issue 5) --
+    p = sub.add_parser("index", help="tag folders into a library database (resumable: reruns skip unchanged files)")
+    p.add_argument("inputs", nargs="+", metavar="DIR")
+    p.add_argument("--db", required=True, metavar="LIBRARY.sqlite", help="library database (created if missing)")
+    p.add_argument("--model", default="default", help="registered model name or checkpoint path (default: %(default)s)")
+    p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4)")
+    p.add_argument("--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, 64 on GPU)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")
+    p.add_argument("--prune", action="store_true", help="remove tracks whose files are gone from the library")
+    p.add_argument("--write-tags", action="store_true",
+                   help="then write each file's decided tags into its metadata (field SAMPLECNN_TAGS)")
+    p.add_argument("--dry-run", action="store_true", help="with --write-tags: only show what would change")
+    p.set_defaults(run=_cmd_index)
+
+    p = sub.add_parser("search", help="rank indexed tracks by tag scores")
+    p.add_argument("--db", required=True, metavar="LIBRARY.sqlite")
+    p.add_argument("--tag", action="append", default=[], help="a wanted tag (repeatable)")
+    p.add_argument("--not", dest="without", action="append", default=[], metavar="TAG",
+                   help="an unwanted tag (repeatable): ranks by 1 - its score")
+    p.add_argument("--limit", type=int, default=20, help="tracks to list; 0 = all (default: %(default)s)")
+    p.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")
+    p.add_argument("--model", help="which model's tracks, when the library holds several (id, name or checkpoint)")
+    p.set_defaults(run=_cmd_search)
+
+    p = sub.add_parser("similar", help="rank indexed tracks by embedding similarity to a track or any audio file")
+    p.add_argument("query", metavar="FILE_OR_INDEXED_PATH")
+    p.add_argument("--db", required=True, metavar="LIBRARY.sqlite")
+    p.add_argument("--limit", type=int, default=20, help="tracks to list; 0 = all (default: %(default)s)")
+    p.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table")
+    p.add_argument("--model", help="the library's model (id, name or checkpoint); a checkpoint path also embeds "
+                                   "a file that is not indexed when the library's own copy has moved")
+    p.add_argument("--device", help="torch device for embedding a file that is not indexed")
+    p.set_defaults(run=_cmd_similar)
+
+    p = sub.add_parser("export", help="write every indexed track as CSV, JSON lines or Parquet")
+    p.add_argument("--db", required=True, metavar="LIBRARY.sqlite")
+    p.add_argument("--format", choices=("csv", "jsonl", "parquet"), default="csv")
+    p.add_argument("--out", help="output file (default: standard output; Parquet needs a file)")
+    p.add_argument("--model", help="which model's tracks, when the library holds several")
+    p.add_argument("--no-embeddings", action="store_true", help="leave the embeddings out (jsonl, parquet)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(run=_cmd_export)
+
+    p = sub.add_parser("write-tags", help="write indexed tracks' decided tags into their files' metadata, or undo")
+    p.add_argument("paths", nargs="*", metavar="FILE_OR_DIR", help="only these files or folders (default: all)")
+    p.add_argument("--db", required=True, metavar="LIBRARY.sqlite")
+    p.add_argument("--model", help="whose decisions, when the library holds several models")
+    p.add_argument("--dry-run", action="store_true", help="only show what would change")
+    p.add_argument("--undo", action="store_true", help="put the SAMPLECNN_TAGS fields back as they were")
+    p.set_defaults(run=_cmd_write_tags)
+
+    p = sub.add_parser("serve", help="run the HTTP tagging service and its web page (loopback only by default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="default: %(default)s; 0 picks a free port")
+    p.add_argument("--model", default="default", help="registered model name or checkpoint path (default: %(default)s)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--max-upload-mb", type=float, default=100.0, help="largest upload (default: %(default)s MB)")
+    p.add_argument("--max-seconds", type=float, default=1200.0,
+                   help="longest audio accepted (default: %(default)s s)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds a request may wait and run before a 503/504 (default: %(default)s)")
+    p.add_argument("--queue", type=int, default=32,
+                   help="requests waiting for the model before new ones get 503 (default: %(default)s)")
+    p.set_defaults(run=_cmd_serve)
+
+    # -- ONNX export (issue 6) --
+    p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX (BatchNorm folded, dynamic batch, tags in "
+                                           "the metadata); needs the `onnx` extra")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="registered model name or checkpoint path")
+    p.add_argument("out", metavar="OUT.onnx")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.set_defaults(run=_cmd_export_onnx)
+
+    # -- training corpus from Debian's archive (issue 4) --
+    p = sub.add_parser("corpus", help="build a corpus of redistributable training music (resumable: rerun to go on)")
+    corpora = p.add_subparsers(dest="corpus", required=True, metavar="SOURCE")
+    q = corpora.add_parser("debian", help="game soundtracks from 15 Debian packages (apt-get download + dpkg-deb -x, "
+                                          "no root); see docs/corpus.md")
+    q.add_argument("--out", required=True, metavar="DIR", help="corpus folder: audio/, manifest.csv, excluded.csv")
+    q.add_argument("--debs", metavar="DIR", help="use the .deb files in DIR instead of downloading")
+    q.add_argument("--packages", metavar="A,B,...", help="a subset of the recipe's packages (default: all of them)")
+    q.add_argument("--min-seconds", type=float, default=30.0,
+                   help="leave out music shorter than this (default: %(default)s)")
+    q.add_argument("--force", action="store_true", help="redo packages that an earlier run already extracted")
+    q.set_defaults(run=_cmd_corpus)
     return parser
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from . import pretrained
+
+    if importlib.util.find_spec("onnx") is None:
+        raise SampleCNNError("export-onnx needs the onnx package: pip install 'samplecnn[onnx]'")
+    from .onnx_export import export
+
+    out = export(pretrained.resolve(args.checkpoint), args.out, overwrite=args.force)
+    print(f"wrote {out} (input 'audio' (batch, 1, samples); outputs 'probabilities', 'embedding')")
+    return 0
+
+
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    import time
+
+    from .corpus import build
+
+    start = time.monotonic()
+    packages = [n.strip() for n in args.packages.split(",") if n.strip()] if args.packages else None
+    summary = build(args.out, packages=packages, debs=args.debs, min_seconds=args.min_seconds, force=args.force,
+                    progress=sys.stderr.isatty())
+    print()
+    for line in summary.lines(args.min_seconds):
+        print(line)
+    minutes, seconds = divmod(time.monotonic() - start, 60)
+    reused = f"; {len(summary.skipped)} package(s) reused from an earlier run" if summary.skipped else ""
+    print(f"wrote {Path(args.out) / 'manifest.csv'} in {int(minutes)} min {seconds:.0f} s{reused}")
+    return 0
 
 
 def _cmd_tag(args: argparse.Namespace) -> int:
@@ -84,7 +261,8 @@ def _cmd_tag(args: argparse.Namespace) -> int:
         raise SampleCNNError(f"--top-k must be 0 (all) or positive, got {args.top_k}")
     files, failures = audio.find_audio(args.inputs)
     n_inputs = len(files) + len(failures)
-    tagger = inference.load(args.model, device=args.device, batch_size=args.batch_size) if files else None
+    tagger = inference.load(args.model, device=args.device, batch_size=args.batch_size,
+                            precision=args.precision) if files else None
     taggram_dir = None
     if args.taggram and len(files) > 1:
         taggram_dir = Path(args.taggram)
@@ -224,6 +402,184 @@ def _cmd_import_keras(args: argparse.Namespace) -> int:
 
     info = convert(args.model, args.out, tags=_tag_list(args.tags), overwrite=args.force)
     print(f"wrote {info.arch} checkpoint with {len(info.tags)} tags to {args.out}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    path = train(TrainConfig(data=args.data, out=args.out, arch=args.arch, recipe=args.recipe, epochs=args.epochs,
+                             batch_size=args.batch_size, amp=args.amp, seed=args.seed,
+                             checkpoint_every=args.checkpoint_every, stop_after_steps=args.stop_after_steps,
+                             resume=args.resume, device=args.device, width=args.width,
+                             multi_level=args.multi_level))
+    if path is not None:
+        print(f"trained model: {path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+                      device=args.device)
+    print(f"{result['split']}: {result['clips']} clips, {result['tags_scored']} tags scored")
+    print(f"macro ROC-AUC {result['roc_auc']:.4f}")
+    print(f"macro PR-AUC  {result['pr_auc']:.4f}")
+    if args.out:
+        print(f"per-tag table and plot in {args.out}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from . import data
+
+    common = dict(out=args.out, min_seconds=args.min_seconds, workers=args.workers, force=args.force)
+    if args.dataset == "mtat":
+        cache = data.prepare_mtat(args.root, split=args.split, top=args.top, **common)
+    else:
+        split = ({"split_column": args.split_column} if args.split_column else
+                 {"group_column": args.group_column, "valid_fraction": args.valid_fraction,
+                  "test_fraction": args.test_fraction, "seed": args.seed})
+        cache = data.prepare_folder(args.audio, args.labels, top=args.top, tags=_tag_list(args.tags),
+                                    path_column=args.path_column, tag_column=args.tag_column, **split, **common)
+    meta = cache.meta
+    sizes = " / ".join(f"{meta['splits'][s]:,} {s}" for s in ("train", "valid", "test"))
+    print(f"wrote {args.out}: {len(cache):,} clips ({sizes}), {len(cache.tags)} tags, "
+          f"{meta['audio_seconds'] / 3600:.1f} h, {meta['audio_bytes'] / 1e9:.2f} GB")
+    if meta["too_short"]:
+        print(f"left out {len(meta['too_short'])} clip(s) shorter than {meta['min_seconds']} s")
+    if cache.failures:
+        print(f"samplecnn: {len(cache.failures)} file(s) could not be decoded and were left out:", file=sys.stderr)
+        for path, error in cache.failures:
+            print(f"  {path}: {error}", file=sys.stderr)
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    import os
+
+    from .library import index, store, tagwrite
+
+    report = index.index(args.inputs, args.db, model=args.model, workers=args.workers, batch_size=args.batch_size,
+                         device=args.device, taggrams=args.taggrams, prune=args.prune,
+                         progress=sys.stderr.isatty())
+    with store.Library(args.db) as lib:
+        total = lib.count(report.model_id) if report.model_id else 0
+        print(f"{report.indexed} track(s) tagged ({report.new} new, {report.retagged} changed), "
+              f"{report.unchanged + report.touched} unchanged, {len(report.failures)} failed; "
+              f"the library has {total} track(s) of {report.model_id}")
+        if report.missing:
+            verb = "were removed from the library" if report.pruned else "are still listed (--prune removes them)"
+            print(f"{len(report.missing)} indexed file(s) are gone from disk and {verb}:", file=sys.stderr)
+            for path in report.missing:
+                print(f"  {path}", file=sys.stderr)
+        if args.write_tags and not report.interrupted:
+            model = lib.model(report.model_id)
+            changes = tagwrite.write_decisions(lib, model, under=[os.path.abspath(p) for p in args.inputs],
+                                               dry_run=args.dry_run)
+            _report_tag_changes(changes, args.dry_run, args.db)
+            report.failures.extend((c.path, c.error) for c in changes if c.error)
+    if report.interrupted:
+        print(f"samplecnn: interrupted; {report.indexed} track(s) were saved: rerun to go on", file=sys.stderr)
+        return 130
+    return _report_failures(report.failures, report.found)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .library import output, search, store
+
+    if args.limit < 0:
+        raise SampleCNNError(f"--limit must be 0 (all) or positive, got {args.limit}")
+    with store.Library(args.db, readonly=True) as lib:
+        model = lib.model(args.model)
+        hits = search.search(lib, model, args.tag, args.without, limit=args.limit)
+    output.write_hits(hits, args.format, sys.stdout)
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from .library import output, search, store
+
+    if args.limit < 0:
+        raise SampleCNNError(f"--limit must be 0 (all) or positive, got {args.limit}")
+    checkpoint = args.model if args.model and Path(args.model).is_file() else None
+    with store.Library(args.db, readonly=True) as lib:
+        model = lib.model(args.model)
+        query, indexed = search.query_embedding(lib, model, args.query, checkpoint=checkpoint, device=args.device)
+        hits = search.similar(lib, model, query, limit=args.limit, exclude=indexed)
+    output.write_hits(hits, args.format, sys.stdout, score_name="similarity")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .fileio import atomic_path
+    from .library import export, store
+
+    if args.format == "parquet" and not args.out:
+        raise SampleCNNError("Parquet is a binary format: give --out FILE")
+    with store.Library(args.db, readonly=True) as lib:
+        model = lib.model(args.model)
+        if not args.out:
+            n = export.write_csv(lib, model, sys.stdout) if args.format == "csv" else \
+                export.write_jsonl(lib, model, sys.stdout, embeddings=not args.no_embeddings)
+        else:
+            with atomic_path(args.out, overwrite=args.force) as tmp:
+                if args.format == "parquet":
+                    n = export.write_parquet(lib, model, tmp, embeddings=not args.no_embeddings)
+                else:
+                    with open(tmp, "w", encoding="utf-8", newline="") as f:
+                        n = export.write_csv(lib, model, f) if args.format == "csv" else \
+                            export.write_jsonl(lib, model, f, embeddings=not args.no_embeddings)
+            print(f"wrote {n} track(s) to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_write_tags(args: argparse.Namespace) -> int:
+    import os
+
+    from .library import store, tagwrite
+
+    under = [os.path.abspath(p) for p in args.paths] or None
+    with store.Library(args.db) as lib:
+        if args.undo:
+            changes = tagwrite.undo(lib, under=under, dry_run=args.dry_run)
+        else:
+            changes = tagwrite.write_decisions(lib, lib.model(args.model), under=under, dry_run=args.dry_run)
+    _report_tag_changes(changes, args.dry_run, args.db, undo=args.undo)
+    return _report_failures([(c.path, c.error) for c in changes if c.error], len(changes))
+
+
+def _report_tag_changes(changes, dry_run: bool, db: str, undo: bool = False) -> None:
+    import shlex
+
+    changed = [c for c in changes if c.changed]
+    for c in changed:
+        before = "(absent)" if c.before is None else "; ".join(c.before) or "(empty)"
+        after = "(absent)" if c.after is None else "; ".join(c.after) or "(empty)"
+        print(f"{c.path}\n  SAMPLECNN_TAGS: {before} -> {after}")
+    verb = "would change" if dry_run else "changed"
+    print(f"{verb} the SAMPLECNN_TAGS field of {len(changed)} file(s); {len(changes) - len(changed)} already "
+          f"{'as they were' if undo else 'up to date'} or failed")
+    if changed and not dry_run and not undo:
+        print(f"undo with: samplecnn write-tags --db {shlex.quote(str(db))} --undo")
+
+
+def _report_failures(failures: list[tuple[str, str]], n_inputs: int) -> int:
+    if not failures:
+        return 0
+    print(f"samplecnn: {len(failures)} of {max(n_inputs, len(failures))} input(s) failed:", file=sys.stderr)
+    for path, reason in failures:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from . import server
+
+    server.serve(model=args.model, host=args.host, port=args.port, device=args.device,
+                 limits=server.Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_seconds=args.max_seconds,
+                                      timeout=args.timeout, queue=args.queue))
     return 0
 
 

@@ -18,9 +18,10 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from . import audio, checkpoint, pretrained
+from . import audio, checkpoint, fastpath, pretrained
 from .errors import SampleCNNError
 from .models import SampleCNN
+from .prefetch import prefetch
 
 AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
 
@@ -76,17 +77,26 @@ class TagResult:
 
 
 class Tagger:
-    """A loaded model plus what its checkpoint says about it (tags, rates, thresholds)."""
+    """A loaded model plus what its checkpoint says about it (tags, rates, thresholds).
+
+    `model` is the inference copy: BatchNorm folded into the convolutions (exact), in bf16 when `precision` resolves
+    to it (see fastpath.resolve_precision: "auto" uses bf16 only where it is native and the checkpoint records that
+    it was verified on real music). The model passed in is not modified.
+    """
 
     def __init__(self, model: SampleCNN, info: checkpoint.ModelInfo, name: str | None = None,
-                 device: str | torch.device | None = None, batch_size: int | None = None):
+                 device: str | torch.device | None = None, batch_size: int | None = None,
+                 precision: str | None = "auto", prefetch_blocks: int = 2):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = model.to(self.device).eval()
+        self.precision = fastpath.resolve_precision(precision, info.provenance, self.device)
+        self.model = fastpath.prepare(model, self.precision).to(self.device)
         self.info = info
         self.name = name
         # Batch 1 is fastest for eager PyTorch on a CPU (the first block's activations stay in cache: see
         # ../shared/README.md section 5); GPUs want large batches.
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else 64)
+        # Blocks (30 s each) decoded ahead in a background thread while the model runs; 0 decodes in line.
+        self.prefetch_blocks = prefetch_blocks
 
     @property
     def tags(self) -> list[str]:
@@ -120,7 +130,7 @@ class Tagger:
         return outputs
 
     def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(x))
+        return torch.sigmoid(self.model(x).float())
 
     def _hop_samples(self, hop: float | None) -> int:
         if hop is None:
@@ -137,16 +147,22 @@ class Tagger:
             if sr is None:
                 raise SampleCNNError("an in-memory signal needs its sample rate: tag(array, sr=...)")
             return [audio.to_mono_resampled(samples, sr, self.sample_rate)]
-        return audio.stream(audio_in, sr=self.sample_rate)
+        stream = audio.stream(audio_in, sr=self.sample_rate)
+        return prefetch(stream, self.prefetch_blocks) if self.prefetch_blocks else stream
 
     @torch.inference_mode()
     def _run(self, blocks: Iterable[np.ndarray], hop: int, fn) -> tuple[np.ndarray, int, bool]:
         """Apply `fn` to every segment of the stream, batch by batch; returns (outputs, samples seen, padded)."""
         outputs = []
         counter = _Counter()
-        for batch in segment_batches(counter.count(blocks), self.info.segment_samples, hop, self.batch_size):
-            x = torch.from_numpy(batch).to(self.device).unsqueeze(1)
-            outputs.append(fn(x).float().cpu().numpy())
+        try:
+            for batch in segment_batches(counter.count(blocks), self.info.segment_samples, hop, self.batch_size):
+                x = torch.from_numpy(batch).to(self.device).unsqueeze(1)
+                outputs.append(fn(x).float().cpu().numpy())
+        finally:
+            close = getattr(blocks, "close", None)
+            if close is not None:  # stops a prefetching thread / closes the file when the model raised
+                close()
         return np.concatenate(outputs), counter.n, counter.n < self.info.segment_samples
 
 
@@ -198,9 +214,10 @@ def segment_batches(blocks: Iterable[np.ndarray], length: int, hop: int, batch_s
 
 
 def load(name_or_path: str | os.PathLike = "default", device: str | torch.device | None = None,
-         batch_size: int | None = None) -> Tagger:
-    """Load a registered model by name (see `samplecnn models`) or a checkpoint file by path."""
+         batch_size: int | None = None, precision: str | None = "auto") -> Tagger:
+    """Load a registered model by name (see `samplecnn models`) or a checkpoint file by path. `precision`: "auto"
+    (bf16 only where native and verified for this checkpoint, else fp32), "fp32" or "bf16"."""
     path = pretrained.resolve(name_or_path)
     model, info = checkpoint.load(path)
     name = str(name_or_path) if str(name_or_path) in pretrained.MODELS else Path(path).stem
-    return Tagger(model, info, name=name, device=device, batch_size=batch_size)
+    return Tagger(model, info, name=name, device=device, batch_size=batch_size, precision=precision)

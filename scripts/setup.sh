@@ -6,4 +6,7 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -c constraints.txt "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+# The musicnn teacher's weights (TF1 checkpoints inside the musicnn wheel, read without TensorFlow). --no-deps: its
+# metadata pins numpy<1.17 and requires TensorFlow and librosa, none of which the PyTorch port needs.
+.venv/bin/python -m pip install --quiet --no-deps musicnn==0.1.0
 .venv/bin/python -c "import torch, samplecnn; print(f'samplecnn {samplecnn.__version__} ready (torch {torch.__version__})')"

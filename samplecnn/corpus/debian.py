@@ -1,0 +1,126 @@
+"""The recipe: `samplecnn corpus debian --out DIR` builds DIR/audio/, DIR/manifest.csv and DIR/excluded.csv.
+
+Each package is done in three steps: fetch its .deb (apt-get download, or --debs), unpack it into a temporary folder
+inside DIR (dpkg-deb -x), copy its music out (unpack.py). Its music goes to DIR/audio/.<package>.partial, which is
+renamed to DIR/audio/<package> when complete, and then DIR/packages/<package>.json records what was kept, so an
+interrupted run loses at most the package it was on. A rerun skips every package whose record matches the version
+apt (or --debs) offers now, the package's rule and --min-seconds; the tables are rebuilt from the records each time
+(seconds) and written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from ..errors import SampleCNNError
+from ..fileio import atomic_path
+from . import debs as debtools
+from . import manifest
+from .packages import Rule, rule_for, select
+from .unpack import unpack
+
+__all__ = ["RECIPE_VERSION", "build"]
+
+RECIPE_VERSION = 1  # bump when a change to the code alters what a package yields: records of older runs are redone
+_TMP_PREFIX = ".tmp-"
+
+
+def _fingerprint(rule: Rule, min_seconds: float) -> str:
+    text = json.dumps({"recipe": RECIPE_VERSION, "rule": asdict(rule), "min_seconds": min_seconds}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _record_path(out: Path, package: str) -> Path:
+    return out / "packages" / f"{package}.json"
+
+
+def _load_record(out: Path, package: str) -> dict | None:
+    try:
+        return json.loads(_record_path(out, package).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _do_package(out: Path, package: str, rule: Rule, fingerprint: str, deb: Path | None, min_seconds: float,
+                progress: bool) -> dict:
+    final, staging = out / "audio" / package, out / "audio" / f".{package}.partial"
+    _record_path(out, package).unlink(missing_ok=True)  # from here on the old record no longer describes the disk
+    for folder in (final, staging):
+        shutil.rmtree(folder, ignore_errors=True)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{package}-", dir=out) as tmp:
+        tmp = Path(tmp)
+        deb = deb or debtools.download(package, tmp)
+        name, version = debtools.fields(deb)
+        if name != package:
+            raise SampleCNNError(f"holds package {name!r}, not {package!r}", deb)
+        debtools.extract(deb, tmp / "root")
+        record = unpack(tmp / "root", package, version, rule, staging, min_seconds, progress=progress)
+    os.replace(staging, final)
+    record = {"package": package, "version": version, "fingerprint": fingerprint, "min_seconds": min_seconds,
+              "seconds": round(time.monotonic() - start, 1), **record}
+    path = _record_path(out, package)
+    with atomic_path(path, overwrite=True) as t:
+        t.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str | os.PathLike | None = None,
+          min_seconds: float = 30.0, force: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> manifest.Summary:
+    """Build (or finish, or refresh) the corpus in `out`; returns the summary of the whole corpus.
+
+    `packages`: a subset of packages.DEFAULT_PACKAGES (default: all); any other name is refused. `debs`: a folder of
+    .deb files used instead of downloading (.deb files of other packages there are ignored). `force`: redo every
+    package even when its record is current."""
+    from tqdm import tqdm
+
+    if not min_seconds >= 0:
+        raise SampleCNNError(f"--min-seconds must be 0 or more, got {min_seconds}")
+    names = select(packages)
+    out = Path(out)
+    local: dict[str, tuple[Path, str]] = {}
+    if debs is not None:
+        local, others = debtools.local_debs(debs, names)
+        if others:
+            log(f"ignoring {len(others)} .deb file(s) of packages outside the recipe or this run: "
+                f"{', '.join(sorted(set(others)))}")
+        versions = {name: version for name, (_, version) in local.items()}
+    else:
+        versions = debtools.candidate_versions(names)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(_TMP_PREFIX + "*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+
+    say = tqdm.write if progress else log
+    records, skipped = [], []
+    bar = tqdm(names, unit="pkg", disable=not progress, position=0)
+    for package in bar:
+        bar.set_postfix_str(package)
+        rule = rule_for(package)
+        fingerprint = _fingerprint(rule, min_seconds)
+        version = versions[package]
+        record = _load_record(out, package)
+        if (not force and record is not None and record.get("fingerprint") == fingerprint
+                and record.get("version") == version and (out / "audio" / package).is_dir()):
+            skipped.append(package)
+            say(f"{package} {version}: already extracted, skipped")
+        else:
+            record = _do_package(out, package, rule, fingerprint, local.get(package, (None,))[0], min_seconds,
+                                 progress)
+            hours = sum(r["duration"] for r in record["kept"]) / 3600
+            say(f"{package} {record['version']}: {len(record['kept'])} tracks, {hours:.2f} h "
+                f"({record['seconds']:.0f} s)")
+        records.append(record)
+    bar.close()
+    summary = manifest.write(out, records)
+    summary.skipped = skipped
+    return summary

@@ -1,0 +1,368 @@
+"""The library database: one SQLite file in WAL mode, one transaction per track.
+
+Why this shape:
+- WAL + one commit per track: a run killed at any moment (SIGKILL included) leaves every committed track whole and
+  loses only the tracks in flight; readers (search, export, the index's own progress checks) never block the writer.
+- A track row is keyed by (path, model_id): the same file tagged by two models is two rows, and a rerun with the
+  same model finds its previous work by key.
+- Scores, embeddings and taggrams are little-endian float blobs (float32, float32, float16): a 100k-track library's
+  embeddings load into one numpy matrix in well under a second, with no per-tag table to join.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..errors import SampleCNNError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    source TEXT NOT NULL,            -- checkpoint path or registered name it was loaded from
+    tags TEXT NOT NULL,              -- JSON list, the order of every scores blob
+    thresholds TEXT NOT NULL,        -- JSON list
+    embed_dim INTEGER NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    segment_samples INTEGER NOT NULL,
+    added_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tracks (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL,
+    model_id TEXT NOT NULL REFERENCES models (model_id),
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT NOT NULL,              -- blake2b-128 of the file's bytes
+    duration REAL NOT NULL,          -- seconds decoded
+    segments INTEGER NOT NULL,
+    padded INTEGER NOT NULL,
+    scores BLOB NOT NULL,            -- float32 x n_tags, song level
+    decisions TEXT NOT NULL,         -- JSON list, best first
+    embedding BLOB NOT NULL,         -- float32 x embed_dim, song level
+    taggram BLOB,                    -- float16 x segments x n_tags, only with --taggram
+    indexed_at TEXT NOT NULL,
+    UNIQUE (path, model_id)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    path TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    error TEXT NOT NULL,
+    failed_at TEXT NOT NULL,
+    PRIMARY KEY (path, model_id)
+);
+CREATE TABLE IF NOT EXISTS tag_writes (
+    path TEXT PRIMARY KEY,
+    original TEXT,                   -- JSON list of the field's values before samplecnn first wrote it; NULL: absent
+    written TEXT NOT NULL,           -- JSON list written last
+    model_id TEXT NOT NULL,
+    written_at TEXT NOT NULL
+);
+"""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Model:
+    model_id: str
+    name: str
+    source: str
+    tags: list[str]
+    thresholds: list[float]
+    embed_dim: int
+    sample_rate: int
+    segment_samples: int
+
+
+@dataclass
+class Track:
+    """One indexed track, as committed."""
+
+    path: str
+    model_id: str
+    size: int
+    mtime_ns: int
+    hash: str
+    duration: float
+    segments: int
+    padded: bool
+    scores: np.ndarray       # float32 (n_tags,)
+    decisions: list[str]
+    embedding: np.ndarray    # float32 (embed_dim,)
+    taggram: np.ndarray | None = None  # (segments, n_tags)
+    indexed_at: str = ""
+
+
+class Library:
+    """An open library database. Use as a context manager, or call close()."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        if not self.path.exists() and not create:
+            raise SampleCNNError("no such library database (create one with `samplecnn index DIR --db ...`)",
+                                 self.path)
+        if self.path.is_dir():
+            raise SampleCNNError("is a folder, not a library database", self.path)
+        try:
+            if readonly:
+                self.db = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, timeout=30,
+                                          isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            if not readonly:
+                self.db.execute("PRAGMA journal_mode = WAL")
+                # NORMAL in WAL mode: a committed transaction survives any process crash; only a power cut may lose
+                # the last few, never corrupt the file.
+                self.db.execute("PRAGMA synchronous = NORMAL")
+                self.db.execute("PRAGMA foreign_keys = ON")
+                self._create_schema()
+            else:
+                self._check_version()
+        except sqlite3.DatabaseError as e:
+            raise SampleCNNError(f"not a usable library database ({e})", self.path) from None
+
+    def _create_schema(self) -> None:
+        self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}; INSERT OR IGNORE INTO meta VALUES "
+                              f"('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+        self._check_version()
+
+    def _check_version(self) -> None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            raise SampleCNNError("not a samplecnn library database", self.path) from None
+        if row is None or int(row[0]) > SCHEMA_VERSION:
+            raise SampleCNNError("written by a newer samplecnn (library schema "
+                                 f"{row[0] if row else '?'}); upgrade samplecnn", self.path)
+
+    # -- plumbing --
+
+    def transaction(self):
+        return _Transaction(self.db)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Library":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- models --
+
+    def add_model(self, m: Model) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (model_id) DO UPDATE SET "
+                "source = excluded.source",
+                (m.model_id, m.name, m.source, json.dumps(m.tags), json.dumps(m.thresholds), m.embed_dim,
+                 m.sample_rate, m.segment_samples, now()))
+
+    def models(self) -> list[Model]:
+        rows = self.db.execute("SELECT model_id, name, source, tags, thresholds, embed_dim, sample_rate, "
+                               "segment_samples FROM models ORDER BY added_at, model_id").fetchall()
+        return [Model(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
+
+    def model(self, wanted: str | None = None) -> Model:
+        """The library's model: the only one, or the one whose id or name is `wanted`."""
+        models = self.models()
+        if not models:
+            raise SampleCNNError("the library is empty (no track has been indexed yet)", self.path)
+        if wanted is None:
+            if len(models) > 1:
+                raise SampleCNNError("the library holds tracks of several models; choose one with --model "
+                                     f"({', '.join(m.model_id for m in models)})", self.path)
+            return models[0]
+        for m in models:
+            if wanted in (m.model_id, m.name, m.source) or os.path.abspath(wanted) == m.source:
+                return m
+        if os.path.isfile(wanted):  # a checkpoint given by another path: its bytes decide
+            from .hashing import file_hash
+
+            digest = file_hash(wanted)[0][:16]
+            for m in models:
+                if m.model_id.endswith("-" + digest):
+                    return m
+        raise SampleCNNError(f"no tracks of model {wanted!r} in this library (it has "
+                             f"{', '.join(m.model_id for m in models)})", self.path)
+
+    # -- tracks --
+
+    def states(self, model_id: str) -> dict[str, tuple[int, int, str]]:
+        """path -> (size, mtime_ns, hash) of every track indexed with `model_id`: what a rerun compares against."""
+        rows = self.db.execute("SELECT path, size, mtime_ns, hash FROM tracks WHERE model_id = ?", (model_id,))
+        return {p: (s, m, h) for p, s, m, h in rows}
+
+    def put_track(self, t: Track) -> None:
+        """Insert or replace one track (and clear a failure it had) in one transaction."""
+        self.put_tracks([t])
+
+    def put_tracks(self, tracks: Iterable[Track]) -> None:
+        """Insert or replace many tracks in one transaction (imports, benchmarks)."""
+        with self.transaction():
+            for t in tracks:
+                self._upsert(t)
+
+    def _upsert(self, t: Track) -> None:
+        taggram = None if t.taggram is None else np.ascontiguousarray(t.taggram, dtype="<f2").tobytes()
+        self.db.execute(
+            "INSERT INTO tracks (path, model_id, size, mtime_ns, hash, duration, segments, padded, scores, "
+            "decisions, embedding, taggram, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (path, model_id) DO UPDATE SET size = excluded.size, mtime_ns = excluded.mtime_ns, "
+            "hash = excluded.hash, duration = excluded.duration, segments = excluded.segments, "
+            "padded = excluded.padded, scores = excluded.scores, decisions = excluded.decisions, "
+            "embedding = excluded.embedding, taggram = excluded.taggram, indexed_at = excluded.indexed_at",
+            (t.path, t.model_id, t.size, t.mtime_ns, t.hash, t.duration, t.segments, int(t.padded),
+             _blob(t.scores), json.dumps(t.decisions), _blob(t.embedding), taggram, t.indexed_at or now()))
+        self.db.execute("DELETE FROM failures WHERE path = ? AND model_id = ?", (t.path, t.model_id))
+
+    def touch_track(self, path: str, model_id: str, size: int, mtime_ns: int, digest: str) -> None:
+        """Record a new stat for a file whose bytes did not change (copied, touched): no re-tagging needed."""
+        with self.transaction():
+            self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ? AND model_id = ?",
+                            (size, mtime_ns, digest, path, model_id))
+
+    def restat(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
+        """After samplecnn itself rewrote a file's metadata: every model's row follows the new bytes."""
+        with self.transaction():
+            self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ?",
+                            (size, mtime_ns, digest, path))
+
+    def put_failure(self, path: str, model_id: str, size: int | None, mtime_ns: int | None, error: str) -> None:
+        """Record why a file failed; a row of its previous content goes (its tags describe bytes that are gone)."""
+        with self.transaction():
+            self.db.execute("DELETE FROM tracks WHERE path = ? AND model_id = ?", (path, model_id))
+            self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
+                            (path, model_id, size, mtime_ns, error, now()))
+
+    def failures(self, model_id: str) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT path, error FROM failures WHERE model_id = ? ORDER BY path",
+                               (model_id,)).fetchall()
+
+    def paths_under(self, roots: Iterable[str], model_id: str) -> list[str]:
+        """Indexed paths (tracks and failures) equal to a root or inside a root folder."""
+        out = []
+        rows = self.db.execute("SELECT path FROM tracks WHERE model_id = ? UNION "
+                               "SELECT path FROM failures WHERE model_id = ?", (model_id, model_id)).fetchall()
+        prefixes = [r.rstrip(os.sep) + os.sep for r in roots]
+        for (p,) in rows:
+            if p in roots or any(p.startswith(pre) for pre in prefixes):
+                out.append(p)
+        return sorted(out)
+
+    def prune(self, paths: Iterable[str], model_id: str) -> int:
+        paths = list(paths)
+        with self.transaction():
+            for p in paths:
+                self.db.execute("DELETE FROM tracks WHERE path = ? AND model_id = ?", (p, model_id))
+                self.db.execute("DELETE FROM failures WHERE path = ? AND model_id = ?", (p, model_id))
+        return len(paths)
+
+    def count(self, model_id: str | None = None) -> int:
+        if model_id is None:
+            return self.db.execute("SELECT count(*) FROM tracks").fetchone()[0]
+        return self.db.execute("SELECT count(*) FROM tracks WHERE model_id = ?", (model_id,)).fetchone()[0]
+
+    def track(self, path: str, model_id: str) -> Track | None:
+        rows = list(self._tracks("WHERE model_id = ? AND path = ?", (model_id, path), taggram=True))
+        return rows[0] if rows else None
+
+    def tracks(self, model_id: str, taggram: bool = False, under: list[str] | None = None) -> Iterator[Track]:
+        """Every track of `model_id` in path order (optionally only those inside `under`)."""
+        for t in self._tracks("WHERE model_id = ? ORDER BY path", (model_id,), taggram=taggram):
+            if under is None or _inside(t.path, under):
+                yield t
+
+    def _tracks(self, where: str, params: tuple, taggram: bool) -> Iterator[Track]:
+        cols = ("path, model_id, size, mtime_ns, hash, duration, segments, padded, scores, decisions, embedding, "
+                f"{'taggram' if taggram else 'NULL'}, indexed_at")
+        for r in self.db.execute(f"SELECT {cols} FROM tracks {where}", params):
+            tg = None
+            if r[11] is not None:
+                tg = np.frombuffer(r[11], dtype="<f2").astype(np.float32).reshape(r[6], -1)
+            yield Track(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), np.frombuffer(r[8], "<f4"),
+                        json.loads(r[9]), np.frombuffer(r[10], "<f4"), tg, r[12])
+
+    def matrix(self, model_id: str, column: str) -> tuple[list[str], np.ndarray]:
+        """(paths, float32 matrix with one row per track) of the `scores` or `embedding` column, in path order."""
+        if column not in ("scores", "embedding"):
+            raise ValueError(column)
+        rows = self.db.execute(f"SELECT path, {column} FROM tracks WHERE model_id = ? ORDER BY path",
+                               (model_id,)).fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), np.float32)
+        paths = [r[0] for r in rows]
+        return paths, np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1)
+
+    # -- metadata writes --
+
+    def tag_write(self, path: str) -> tuple[list[str] | None, list[str]] | None:
+        """(original, written) for a file samplecnn wrote tags into, else None."""
+        row = self.db.execute("SELECT original, written FROM tag_writes WHERE path = ?", (path,)).fetchone()
+        if row is None:
+            return None
+        return (None if row[0] is None else json.loads(row[0])), json.loads(row[1])
+
+    def record_tag_write(self, path: str, original: list[str] | None, written: list[str], model_id: str,
+                         size: int, mtime_ns: int, digest: str) -> None:
+        """Remember the field's first original value (the undo) and follow the file's new bytes, atomically."""
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO tag_writes VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
+                "written = excluded.written, model_id = excluded.model_id, written_at = excluded.written_at",
+                (path, None if original is None else json.dumps(original), json.dumps(written), model_id, now()))
+            self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ?",
+                            (size, mtime_ns, digest, path))
+
+    def tag_writes(self, under: list[str] | None = None) -> list[tuple[str, list[str] | None]]:
+        rows = self.db.execute("SELECT path, original FROM tag_writes ORDER BY path").fetchall()
+        return [(p, None if o is None else json.loads(o)) for p, o in rows if under is None or _inside(p, under)]
+
+    def forget_tag_write(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
+        with self.transaction():
+            self.db.execute("DELETE FROM tag_writes WHERE path = ?", (path,))
+            self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ?",
+                            (size, mtime_ns, digest, path))
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _blob(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a, dtype="<f4").tobytes()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self):
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:  # busy for longer than busy_timeout, read-only file...
+            raise SampleCNNError(f"cannot write the library database ({e})") from None
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,423 @@
+"""Training with the papers' recipes, resumable to the exact same weights, single process or torchrun DDP.
+
+Recipes (each is a list of stages; moving to the next stage restarts from the best weights so far):
+- `paper` (Lee et al. 2017): SGD, Nesterov, momentum 0.9, batch 23; a stage ends when the validation loss has not
+  improved for 3 epochs; the learning rate goes 0.01 -> 0.002 -> 0.0004 -> 0.00008 -> 0.000016 (lr/5 each time).
+- `adam` (Won et al. 2020, sota-music-tagging-models): Adam lr 1e-4 for 80 epochs, then SGD Nesterov (momentum
+  0.9) at 1e-3 for 20 epochs, 1e-4 for 20, then 1e-5; weight decay 1e-4; batch 16; 200 epochs.
+
+Every step takes a random 59049-sample crop of each clip. The crop positions and the data order depend only on
+(seed, epoch, clip), and the checkpoint holds the model, optimizer, stage, position in the epoch and the torch RNG
+(dropout), so `--resume` after an interruption ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from . import checkpoint, metrics, models
+from .data import Cache
+from .errors import SampleCNNError
+from .fileio import atomic_path
+from .inference import segment_batches
+
+SEG = models.SEGMENT_SAMPLES
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    optimizer: str            # "sgd" or "adam"
+    lr: float
+    epochs: int | None = None  # fixed length; None = until early stopping (or the end of training)
+
+
+RECIPES = {
+    "paper": dict(batch_size=23, weight_decay=0.0, patience=3, epochs=1000,
+                  stages=[Stage("sgd", 0.01 / 5**k) for k in range(5)]),
+    "adam": dict(batch_size=16, weight_decay=1e-4, patience=None, epochs=200,
+                 stages=[Stage("adam", 1e-4, 80), Stage("sgd", 1e-3, 20), Stage("sgd", 1e-4, 20),
+                         Stage("sgd", 1e-5)]),
+}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: str
+    out: str
+    arch: str = "samplecnn"
+    recipe: str = "paper"
+    epochs: int | None = None           # cap on epochs (default: the recipe's)
+    batch_size: int | None = None       # per process (default: the recipe's)
+    amp: str = "auto"                   # "bf16", "fp16", "none"; auto: bf16 (or fp16) on a GPU, fp32 on a CPU
+    seed: int = 0
+    checkpoint_every: int = 500         # optimizer steps between checkpoints (and at every epoch end)
+    stop_after_steps: int | None = None  # stop cleanly after this many steps in this run (time-boxed sessions)
+    resume: bool = False
+    device: str | None = None
+    width: float = 1.0
+    multi_level: bool = False
+    valid_batch_size: int = 32
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    stage: int = 0
+    stage_epochs: int = 0
+    best_loss: float = math.inf
+    bad_epochs: int = 0
+    done: bool = False
+
+
+class Run:
+    """One training run in RUN_DIR: last.pt (full state), best.pt (best weights), metrics.jsonl, curves.png,
+    model.safetensors (the exported best model with calibrated thresholds)."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.recipe = RECIPES[cfg.recipe]
+        self.rank, self.world = _init_distributed()
+        self.device = torch.device(cfg.device or (f"cuda:{_local_rank()}" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if cfg.amp == "auto":  # GPU runs use mixed precision; on a CPU bf16 is an explicit choice
+            cuda = self.device.type == "cuda"
+            cfg = dataclasses.replace(cfg, amp=("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "none")
+            self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.cache = Cache(cfg.data)
+        self.train_idx = self.cache.indices("train")
+        self.valid_idx = self.cache.indices("valid")
+        if len(self.train_idx) == 0 or len(self.valid_idx) == 0:
+            raise SampleCNNError("the cache needs clips in both the train and valid splits", cfg.data)
+        self.batch_size = cfg.batch_size or self.recipe["batch_size"]
+        self.max_epochs = cfg.epochs or self.recipe["epochs"]
+        overrides = {"width": cfg.width, **({"multi_level": True} if cfg.multi_level else {})}
+        self.model_config = models.config_for(cfg.arch, n_tags=len(self.cache.tags), **overrides)
+        torch.manual_seed(cfg.seed)
+        self.model = models.SampleCNN(**self.model_config).to(self.device)
+        self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device]
+                                                              if self.device.type == "cuda" else None)
+                    if self.world > 1 else self.model)
+        self.progress = Progress()
+        self.optimizer = self._optimizer(self.recipe["stages"][0])
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    # -- state -----------------------------------------------------------------------------------------------------
+
+    def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
+        params, wd = self.model.parameters(), self.recipe["weight_decay"]
+        if stage.optimizer == "adam":
+            return torch.optim.Adam(params, lr=stage.lr, weight_decay=wd)
+        return torch.optim.SGD(params, lr=stage.lr, momentum=0.9, nesterov=True, weight_decay=wd)
+
+    def save(self) -> None:
+        """Atomically write last.pt (and best.pt); rank 0 only."""
+        if self.rank != 0:
+            return
+        state = {"config": dataclasses.asdict(self.cfg), "model_config": self.model_config,
+                 "progress": dataclasses.asdict(self.progress), "model": self.model.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        with atomic_path(self.out / "best.pt", overwrite=True) as tmp:
+            torch.save(self.best_state, tmp)
+        with atomic_path(self.out / "last.pt", overwrite=True) as tmp:
+            torch.save(state, tmp)
+
+    def restore(self) -> None:
+        """Continue from RUN_DIR/last.pt exactly where it stopped."""
+        path = self.out / "last.pt"
+        if not path.is_file():
+            raise SampleCNNError("nothing to resume: no last.pt in the run folder", self.out)
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            best = torch.load(self.out / "best.pt", map_location=self.device, weights_only=True)
+        except Exception as e:  # a damaged checkpoint is a user-facing problem, not a traceback
+            raise SampleCNNError(f"cannot resume: unreadable checkpoint ({str(e).splitlines()[0]})", path) from None
+        if state["model_config"] != self.model_config or state["config"]["recipe"] != self.cfg.recipe:
+            raise SampleCNNError("cannot resume: the run was started with another architecture or recipe", path)
+        self.progress = Progress(**state["progress"])
+        self.model.load_state_dict(state["model"])
+        self.best_state = best
+        self.optimizer = self._optimizer(self.recipe["stages"][self.progress.stage])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if state["cuda_rng"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        if self.rank == 0:  # drop metric lines of epochs that the checkpoint does not contain
+            lines = _read_metrics(self.out)
+            _write_metrics(self.out, [m for m in lines if m["epoch"] <= self.progress.epoch])
+
+    # -- data ------------------------------------------------------------------------------------------------------
+
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches of training clip indices for `epoch` (same on every run with the same seed)."""
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(self.train_idx)
+        per_rank = len(order) // self.world
+        mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        return [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+
+    def crops(self, clips: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = np.zeros((len(clips), SEG), dtype=np.float32)
+        for row, i in enumerate(clips):
+            length = int(self.cache.lengths[i])
+            start = int(np.random.default_rng([self.cfg.seed, epoch, int(i)]).integers(0, max(1, length - SEG + 1)))
+            piece = self.cache.clip_float(int(i), start, min(SEG, length - start))
+            x[row, :len(piece)] = piece
+        y = self.cache.labels[clips].astype(np.float32)
+        return (torch.from_numpy(x).unsqueeze(1).to(self.device, non_blocking=True),
+                torch.from_numpy(y).to(self.device, non_blocking=True))
+
+    # -- loop ------------------------------------------------------------------------------------------------------
+
+    def fit(self) -> Path | None:
+        from tqdm import tqdm
+
+        if self.cfg.resume:
+            self.restore()
+        p, stages, steps_this_run = self.progress, self.recipe["stages"], 0
+        while not p.done:
+            batches = self.epoch_batches(p.epoch)
+            bar = tqdm(total=len(batches), initial=p.step_in_epoch, disable=self.rank != 0, unit="step",
+                       desc=f"epoch {p.epoch + 1} lr {stages[p.stage].lr:g}", dynamic_ncols=True)
+            self.ddp.train()
+            for clips in batches[p.step_in_epoch:]:
+                loss = self.step(*self.crops(clips, p.epoch))
+                p.step_in_epoch += 1
+                p.global_step += 1
+                steps_this_run += 1
+                bar.set_postfix(loss=f"{loss:.4f}")
+                bar.update(1)
+                if p.global_step % self.cfg.checkpoint_every == 0:
+                    self.save()
+                if self.cfg.stop_after_steps is not None and steps_this_run >= self.cfg.stop_after_steps:
+                    bar.close()
+                    self.save()
+                    self._log(f"stopped after {steps_this_run} steps; continue with --resume")
+                    return None
+            bar.close()
+            self.end_epoch()
+            self.save()
+        return self.export()
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        with torch.autocast(self.device.type, dtype=_AMP[self.cfg.amp], enabled=self.cfg.amp != "none"):
+            logits = self.ddp(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)  # soft targets allowed
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.item()
+
+    def end_epoch(self) -> None:
+        """Validate, log, and apply the recipe: keep the best weights, move to the next stage when it is time."""
+        p, stages = self.progress, self.recipe["stages"]
+        result = self.validate() if self.rank == 0 else None
+        val_loss = _broadcast_float(result["loss"] if result else 0.0, self.world)
+        p.epoch += 1
+        p.step_in_epoch = 0
+        p.stage_epochs += 1
+        improved = val_loss < p.best_loss
+        if improved:
+            p.best_loss, p.bad_epochs = val_loss, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        else:
+            p.bad_epochs += 1
+        stage = stages[p.stage]
+        stage_over = (p.bad_epochs >= self.recipe["patience"] if stage.epochs is None and self.recipe["patience"]
+                      else stage.epochs is not None and p.stage_epochs >= stage.epochs)
+        if self.rank == 0:
+            record = {"epoch": p.epoch, "step": p.global_step, "stage": p.stage, "lr": stage.lr,
+                      "valid_loss": result["loss"], "valid_roc_auc": result["roc_auc"],
+                      "valid_pr_auc": result["pr_auc"], "best": improved, "time": round(time.time(), 1)}
+            _write_metrics(self.out, _read_metrics(self.out) + [record])
+            _plot_curves(self.out)
+            self._log(f"epoch {p.epoch}: valid loss {result['loss']:.4f}, ROC-AUC {result['roc_auc']:.4f}, "
+                      f"PR-AUC {result['pr_auc']:.4f}{' (best)' if improved else ''}")
+        if stage_over and p.stage + 1 < len(stages):
+            p.stage, p.stage_epochs, p.bad_epochs = p.stage + 1, 0, 0
+            self.model.load_state_dict(self.best_state)  # restart from the best weights at the next rate
+            self.optimizer = self._optimizer(stages[p.stage])
+            self._log(f"stage {p.stage + 1}/{len(stages)}: {stages[p.stage].optimizer} lr {stages[p.stage].lr:g}, "
+                      f"restarted from the best weights")
+        elif stage_over or p.epoch >= self.max_epochs:
+            p.done = True
+
+    @torch.inference_mode()
+    def predict(self, clips: np.ndarray) -> tuple[np.ndarray, float]:
+        """Song-level scores (mean over non-overlapping segments) and the mean segment BCE against clip labels."""
+        self.model.eval()
+        scores, losses = [], []
+        for i in clips:
+            outputs = []
+            for batch in segment_batches([self.cache.clip_float(int(i))], SEG, SEG, self.cfg.valid_batch_size):
+                with torch.autocast(self.device.type, dtype=_AMP[self.cfg.amp], enabled=self.cfg.amp != "none"):
+                    logits = self.model(torch.from_numpy(batch).unsqueeze(1).to(self.device)).float()
+                target = torch.from_numpy(self.cache.labels[i].astype(np.float32)).to(self.device).expand_as(logits)
+                losses.append(F.binary_cross_entropy_with_logits(logits, target, reduction="sum").item() / logits.shape[1])
+                outputs.append(torch.sigmoid(logits).cpu().numpy())
+            scores.append(np.concatenate(outputs).mean(axis=0))
+        segments = sum(max(1, int(self.cache.lengths[i]) // SEG) for i in clips)
+        self.model.train()
+        return np.stack(scores), sum(losses) / segments
+
+    def validate(self) -> dict:
+        scores, loss = self.predict(self.valid_idx)
+        summary = metrics.summary(self.cache.labels[self.valid_idx], scores, self.cache.tags)
+        return {"loss": loss, "roc_auc": summary["roc_auc"], "pr_auc": summary["pr_auc"]}
+
+    def export(self) -> Path | None:
+        """Best weights + F1-optimal thresholds from the validation split -> RUN_DIR/model.safetensors."""
+        if self.rank != 0:
+            _barrier(self.world)
+            return None
+        self.model.load_state_dict(self.best_state)
+        scores, _ = self.predict(self.valid_idx)
+        thresholds = metrics.f1_thresholds(self.cache.labels[self.valid_idx], scores)
+        history = _read_metrics(self.out)
+        best = min(history, key=lambda m: m["valid_loss"]) if history else {}
+        info = checkpoint.ModelInfo(
+            arch=self.cfg.arch, config=self.model_config, tags=list(self.cache.tags),
+            thresholds=[float(t) for t in thresholds],
+            provenance={"source": "samplecnn train", "data": os.path.abspath(self.cfg.data), "recipe": self.cfg.recipe,
+                        "epochs": self.progress.epoch, "steps": self.progress.global_step, "seed": self.cfg.seed,
+                        "processes": self.world, "amp": self.cfg.amp, "best_epoch": best.get("epoch"),
+                        "valid_loss": best.get("valid_loss"), "valid_roc_auc": best.get("valid_roc_auc"),
+                        "valid_pr_auc": best.get("valid_pr_auc")})
+        path = checkpoint.save(self.out / "model.safetensors", self.model, info, overwrite=True)
+        self._log(f"exported the best model (epoch {best.get('epoch')}) with calibrated thresholds to {path}")
+        _barrier(self.world)
+        return path
+
+    def _log(self, message: str) -> None:
+        if self.rank == 0:
+            from tqdm import tqdm
+
+            tqdm.write(message)
+
+
+_AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def train(cfg: TrainConfig) -> Path | None:
+    """Run (or resume) training; returns the exported checkpoint's path, or None when stopped early."""
+    if cfg.recipe not in RECIPES:
+        raise SampleCNNError(f"unknown recipe {cfg.recipe!r}; choose from {', '.join(RECIPES)}")
+    if cfg.amp not in (*_AMP, "auto"):
+        raise SampleCNNError(f"unknown --amp {cfg.amp!r}; choose auto, bf16, fp16 or none")
+    out = Path(cfg.out)
+    if not cfg.resume and (out / "last.pt").exists():
+        raise SampleCNNError("a run already exists here: pass --resume to continue it, or choose another --out", out)
+    run = Run(cfg)
+    path = run.fit()
+    if run.world > 1:
+        _check_in_sync(run.model, run.world, run._log)
+        dist.destroy_process_group()
+    return path
+
+
+# -- distributed helpers ------------------------------------------------------------------------------------------
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _init_distributed() -> tuple[int, int]:
+    """(rank, world size); under torchrun, joins the process group (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if not torch.cuda.is_available():  # share the CPU cores between the processes of this node
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+    return dist.get_rank(), world
+
+
+def _broadcast_float(value: float, world: int) -> float:
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _check_in_sync(model: torch.nn.Module, world: int, log) -> None:
+    """Compare every rank's weights with rank 0's: DDP keeps them identical, and this proves it."""
+    flat = torch.cat([v.detach().float().flatten().cpu() for v in model.state_dict().values()])
+    reference = flat.clone()
+    dist.broadcast(reference, 0)
+    diff = torch.tensor([(flat - reference).abs().max().item()])
+    dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+    log(f"ranks in sync: max |weight difference| across {world} processes = {diff.item():.3g}")
+
+
+# -- metrics log ---------------------------------------------------------------------------------------------------
+
+def _read_metrics(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_metrics(out: Path, records: list[dict]) -> None:
+    with atomic_path(out / "metrics.jsonl", overwrite=True) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _plot_curves(out: Path) -> None:
+    """Learning curves: validation loss and song-level AUCs per epoch, stage changes marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = _read_metrics(out)
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_auc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot(epochs, [r["valid_loss"] for r in records], marker="o", label="valid loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("BCE")
+    ax_auc.plot(epochs, [r["valid_roc_auc"] for r in records], marker="o", label="ROC-AUC")
+    ax_auc.plot(epochs, [r["valid_pr_auc"] for r in records], marker="o", label="PR-AUC")
+    ax_auc.set_xlabel("epoch")
+    ax_auc.set_ylim(0, 1)
+    for prev, cur in zip(records, records[1:]):
+        if cur["stage"] != prev["stage"]:
+            for ax in (ax_loss, ax_auc):
+                ax.axvline(prev["epoch"] + 0.5, color="gray", linestyle=":")
+    for ax in (ax_loss, ax_auc):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{out.name}: validation (song level); dotted lines = learning-rate stages", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(out / "curves.png", overwrite=True) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
