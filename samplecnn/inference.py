@@ -55,7 +55,7 @@ class TagResult:
     def decisions(self) -> list[str]:
         """Tags whose song-level score reaches the checkpoint's threshold for that tag, best first."""
         scores = self.scores
-        return [tag for tag, s in self.top(0) if s >= self.thresholds[self.tags.index(tag)]]
+        return [self.tags[i] for i in np.argsort(-scores, kind="stable") if scores[i] >= self.thresholds[i]]
 
     def to_dict(self, taggram: bool = True, digits: int = 4) -> dict:
         """A JSON-ready dict; `taggram=False` leaves out the per-segment values."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
 import pytest
 import torch
@@ -24,6 +27,31 @@ def music_like(seconds: float, sr: int = SR, channels: int = 1, seed: int = 0) -
     if channels == 1:
         return x
     return np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1)
+
+
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
+
+
+def encode_audio(path, x, sr, codec, fmt=None, sample_fmt=None, bit_rate=None, options=None):
+    """Encode `x` (n,) mono or (channels, n) float in [-1, 1] with PyAV (ffmpeg's encoders: libmp3lame, vorbis,
+    libopus, aac, flac, pcm_*...); PyAV converts to the codec's sample format itself. Returns the path."""
+    x = np.atleast_2d(np.asarray(x, np.float32))
+    layout = LAYOUTS[x.shape[0]]
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream(codec, rate=sr, layout=layout, options=options or {})
+        if sample_fmt:
+            s.format = sample_fmt
+        if bit_rate:
+            s.bit_rate = bit_rate
+        for i in range(0, x.shape[1], 4096):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + 4096]), format="fltp", layout=layout)
+            frame.sample_rate = sr
+            frame.pts = i
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return Path(path)
 
 
 def write_checkpoint(path, arch: str = "samplecnn", seed: int = 0, thresholds=None, **overrides):

@@ -17,12 +17,13 @@ import soundfile as sf
 from samplecnn import audio
 from samplecnn.audio import AUDIO_EXTENSIONS, AudioError
 
+from conftest import encode_audio as write_av
+
 SR = 22050
 DUR = 2.0
 TONES = ((440.0, 0.2), (1000.0, 0.15), (2500.0, 0.1))
 CHIRP = (300.0, 3300.0, 0.05)  # start Hz, end Hz, amplitude
 EDGE = int(0.1 * SR)  # resampler/codec edge transients are not compared
-LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}
 
 
 def reference(sr: int, dur: float = DUR) -> np.ndarray:
@@ -31,28 +32,6 @@ def reference(sr: int, dur: float = DUR) -> np.ndarray:
     f0, f1, a = CHIRP
     x = x + a * np.sin(2 * np.pi * (f0 * t + 0.5 * (f1 - f0) / dur * t * t))
     return x
-
-
-def write_av(path, x, sr, codec, fmt=None, sample_fmt=None, bit_rate=None, options=None):
-    """Encode x (channels, n) float in [-1, 1] with PyAV; it converts to the codec's sample format itself."""
-    x = np.atleast_2d(np.asarray(x, np.float32))
-    layout = LAYOUTS[x.shape[0]]
-    with av.open(str(path), "w", format=fmt) as c:
-        s = c.add_stream(codec, rate=sr, layout=layout, options=options or {})
-        if sample_fmt:
-            s.format = sample_fmt
-        if bit_rate:
-            s.bit_rate = bit_rate
-        for i in range(0, x.shape[1], 4096):
-            blk = np.ascontiguousarray(x[:, i : i + 4096])
-            frame = av.AudioFrame.from_ndarray(blk, format="fltp", layout=layout)
-            frame.sample_rate = sr
-            frame.pts = i
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return Path(path)
 
 
 def snr_db(y, ref) -> float:

@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -30,7 +29,7 @@ from samplecnn.data.cache import INCOMPLETE, SCALE
 from samplecnn.errors import SampleCNNError
 from samplecnn.tags import MTAT_TOP50
 
-from conftest import music_like
+from conftest import encode_audio, music_like
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = "0123456789abcdef"
@@ -60,16 +59,7 @@ def clip_path(c: int) -> str:
 
 
 def write_mp3(path: Path, x: np.ndarray, sr: int = 16000) -> None:
-    with av.open(str(path), "w") as f:
-        s = f.add_stream("libmp3lame", rate=sr, layout="mono")
-        s.bit_rate = 32000
-        for i in range(0, len(x), 4096):
-            frame = av.AudioFrame.from_ndarray(x[None, i : i + 4096].astype(np.float32), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = sr, i
-            for p in s.encode(frame):
-                f.mux(p)
-        for p in s.encode(None):
-            f.mux(p)
+    encode_audio(path, x, sr, "libmp3lame", bit_rate=32_000)
 
 
 @pytest.fixture(scope="module")

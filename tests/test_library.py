@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -30,7 +29,7 @@ from samplecnn import audio
 from samplecnn.cli import main
 from samplecnn.library import store, tagwrite
 
-from conftest import SR, music_like
+from conftest import SR, encode_audio, music_like
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,20 +41,8 @@ def run(capsys, *argv):
 
 
 def encode(path, x, codec, fmt=None, sr=SR, options=None):
-    """Encode mono `x` as stereo with PyAV (ffmpeg's vorbis encoder wants two channels)."""
-    x = np.ascontiguousarray(np.stack([x, x]).astype(np.float32))
-    with av.open(str(path), "w", format=fmt) as c:
-        s = c.add_stream(codec, rate=sr, layout="stereo", options=options or {})
-        for i in range(0, x.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + 4096]), format="fltp",
-                                               layout="stereo")
-            frame.sample_rate = sr
-            frame.pts = i
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return Path(path)
+    """Encode mono `x` as stereo (ffmpeg's vorbis encoder wants two channels)."""
+    return encode_audio(path, np.stack([x, x]), sr, codec, fmt=fmt, options=options)
 
 
 def unrelated(kind: str, seconds: float = 5.0) -> np.ndarray:

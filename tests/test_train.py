@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
@@ -21,6 +20,8 @@ import torch
 from samplecnn import checkpoint, metrics
 from samplecnn.cli import main
 from samplecnn.tags import MTAT_TOP50
+
+from conftest import encode_audio
 
 AUDIBLE = ("piano", "drums", "flute", "techno")
 SR_MTAT = 16000
@@ -44,16 +45,8 @@ def _sound(tag: str, t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(tag)
 
 
-def _write_mp3(path: Path, x: np.ndarray, sr: int) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mp3", rate=sr, layout="mono")
-        stream.bit_rate = 32_000
-        frame = av.AudioFrame.from_ndarray(x.astype(np.float32)[None], format="flt", layout="mono")
-        frame.sample_rate = sr
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+def _write_mp3(path: Path, x: np.ndarray, sr: int = 16000) -> None:
+    encode_audio(path, x, sr, "libmp3lame", bit_rate=32_000)
 
 
 def make_mtat(root: Path, clips_per_folder: int = 10, seconds: float = 3.5, seed: int = 0) -> Path:
