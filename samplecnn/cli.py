@@ -1,4 +1,5 @@
-"""The `samplecnn` command: tag, models, info, init, import-keras.
+"""The `samplecnn` command: every subcommand is a parser block in `_parser` and a `_cmd_*` function that imports
+what it needs lazily (so `samplecnn --help` starts fast).
 
 User mistakes print one line (`samplecnn: error: PATH: reason`) and exit non-zero, never a traceback. A batch goes
 on past bad files, lists them at the end and exits 1 if any failed.
@@ -91,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="mixed precision; auto: bf16 (fp16 if unsupported) on a GPU, none (fp32) on a CPU")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=500, metavar="STEPS")
+    p.add_argument("--epoch-repeats", type=int, default=1, metavar="K",
+                   help="visit every training clip K times per epoch, each with its own crop (long tracks)")
+    p.add_argument("--valid-segments", type=int, metavar="N",
+                   help="validate on at most N segments per clip during training (faster; the export uses all)")
     p.add_argument("--stop-after-steps", type=int, metavar="N", help="stop cleanly after N steps (resume later)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR exactly where it stopped")
     p.add_argument("--device", help="torch device (default: the local GPU if any, else cpu)")
@@ -219,7 +224,49 @@ def _parser() -> argparse.ArgumentParser:
                    help="leave out music shorter than this (default: %(default)s)")
     q.add_argument("--force", action="store_true", help="redo packages that an earlier run already extracted")
     q.set_defaults(run=_cmd_corpus)
+
+    # -- teacher labels for distillation (issue 4) --
+    p = sub.add_parser("teach", help="label a prepared cache's segments with the musicnn teacher (resumable: rerun "
+                                     "to go on)")
+    p.add_argument("--data", metavar="CACHE", help="a cache made by `samplecnn prepare` (its tags: MTAT tags)")
+    p.add_argument("--teacher", choices=("musicnn", "vgg", "both"), default="both",
+                   help="MTT_musicnn, MTT_vgg or the mean of both (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="teacher processes, one torch thread each; 1 = in this process (default: %(default)s)")
+    p.add_argument("--audio", metavar="DIR", help="folder the cache's paths are relative to (default: the one "
+                                                 "prepare recorded)")
+    p.add_argument("--force", action="store_true", help="compute the labels again")
+    p.add_argument("--make-table", nargs=2, metavar=("MANIFEST", "OUT_CSV"),
+                   help="instead: write a label table for `prepare folder` from a corpus manifest (path, split and "
+                        "the 50 MTAT tags as zero columns)")
+    p.set_defaults(run=_cmd_teach)
     return parser
+
+
+def _cmd_teach(args: argparse.Namespace) -> int:
+    from . import teach
+
+    if (args.data is None) == (args.make_table is None):
+        raise SampleCNNError("give either --data CACHE or --make-table MANIFEST OUT_CSV")
+    if args.make_table:
+        n = teach.make_table(*args.make_table, force=args.force)
+        print(f"wrote {args.make_table[1]}: {n} rows (path, split, 50 MTAT tags at 0.0)")
+        return 0
+    done = teach.teach(args.data, teacher=args.teacher, workers=args.workers, force=args.force,
+                       audio_root=args.audio)
+    meta = done.cache.teacher_meta
+    minutes, seconds = divmod(done.seconds, 60)
+    print(f"wrote {Path(args.data) / 'teacher'}: {meta['segments']:,} segments of {meta['clips']:,} clips "
+          f"({' + '.join(meta['teachers'])}; {done.computed:,} clips labelled in {int(minutes)} min {seconds:.0f} s); "
+          f"labels.npy = clip means (original kept in labels_original.npy)")
+    stats = teach.tag_statistics(done.rows, done.cache.tags)
+    print("highest mean teacher scores: " + ", ".join(f"{s['tag']} {s['mean']:.3f}" for s in stats[:10]))
+    if done.failures:
+        print(f"samplecnn: {len(done.failures)} file(s) could not be read; they have no segment labels and keep "
+              f"their original clip labels:", file=sys.stderr)
+        for path, error in done.failures:
+            print(f"  {path}: {error}", file=sys.stderr)
+    return 0
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -412,7 +459,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, amp=args.amp, seed=args.seed,
                              checkpoint_every=args.checkpoint_every, stop_after_steps=args.stop_after_steps,
                              resume=args.resume, device=args.device, width=args.width,
-                             multi_level=args.multi_level))
+                             multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
+                             valid_segments=args.valid_segments))
     if path is not None:
         print(f"trained model: {path}")
     return 0
@@ -426,6 +474,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{result['split']}: {result['clips']} clips, {result['tags_scored']} tags scored")
     print(f"macro ROC-AUC {result['roc_auc']:.4f}")
     print(f"macro PR-AUC  {result['pr_auc']:.4f}")
+    if "spearman" in result:
+        print(f"mean per-song Spearman correlation with the soft labels {result['spearman']:.4f}")
     if args.out:
         print(f"per-tag table and plot in {args.out}")
     return 0

@@ -1,7 +1,9 @@
 """Song-level tagging metrics (macro ROC-AUC and PR-AUC, as in the MTAT papers) and per-tag thresholds.
 
 scikit-learn computes the curves: `roc_auc_score` and `average_precision_score` (PR-AUC as average precision, the
-convention of Won et al. 2020). Soft labels (distillation targets) count as positive at >= 0.5.
+convention of Won et al. 2020). Binary labels are used as they are. Soft labels (a teacher's scores, for
+distillation) are turned into positives the way the default-model issue defines agreement with the teacher: a tag
+is positive for a song when it is among the song's top decile of tags (the top 5 of 50) and scores >= 0.2.
 """
 
 from __future__ import annotations
@@ -10,8 +12,17 @@ import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
+SOFT_MIN_SCORE = 0.2
+
+
 def binarize(labels: np.ndarray) -> np.ndarray:
-    return (np.asarray(labels) >= 0.5).astype(np.int64)
+    """0/1 labels as they are; soft labels: top decile of each row's tags and >= SOFT_MIN_SCORE."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if np.isin(labels, (0.0, 1.0)).all():
+        return labels.astype(np.int64)
+    top = max(1, int(np.ceil(labels.shape[1] / 10)))
+    rank = np.argsort(np.argsort(-labels, axis=1, kind="stable"), axis=1, kind="stable")
+    return ((rank < top) & (labels >= SOFT_MIN_SCORE)).astype(np.int64)
 
 
 def per_tag(labels: np.ndarray, scores: np.ndarray, tags: list[str]) -> list[dict]:
@@ -34,13 +45,24 @@ def summary(labels: np.ndarray, scores: np.ndarray, tags: list[str]) -> dict:
     """Macro ROC-AUC / PR-AUC over the tags where they are defined, plus the per-tag rows."""
     rows = per_tag(labels, scores, tags)
     scored = [r for r in rows if r["roc_auc"] is not None]
-    return {
+    result = {
         "roc_auc": float(np.mean([r["roc_auc"] for r in scored])) if scored else float("nan"),
         "pr_auc": float(np.mean([r["pr_auc"] for r in scored])) if scored else float("nan"),
         "tags_scored": len(scored),
         "clips": int(len(labels)),
-        "per_tag": rows,
     }
+    if not np.isin(labels, (0.0, 1.0)).all():  # soft labels (a teacher's): how well the tag ranking per song agrees
+        result["spearman"] = mean_spearman(labels, scores)
+    result["per_tag"] = rows
+    return result
+
+
+def mean_spearman(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over songs of the Spearman correlation between a song's label scores and its predicted scores."""
+    from scipy.stats import spearmanr
+
+    rhos = [spearmanr(a, b).statistic for a, b in zip(labels, scores)]
+    return float(np.nanmean(rhos)) if rhos else float("nan")
 
 
 def f1_thresholds(labels: np.ndarray, scores: np.ndarray, default: float = 0.5) -> np.ndarray:

@@ -67,6 +67,8 @@ class TrainConfig:
     width: float = 1.0
     multi_level: bool = False
     valid_batch_size: int = 32
+    epoch_repeats: int = 1              # visits of every training clip per epoch (long tracks: more crops per epoch)
+    valid_segments: int | None = None   # per-clip cap on validation segments during training (speed); None = all
 
 
 @dataclasses.dataclass
@@ -169,21 +171,39 @@ class Run:
 
     # -- data ------------------------------------------------------------------------------------------------------
 
-    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        """This rank's batches of training clip indices for `epoch` (same on every run with the same seed)."""
-        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(self.train_idx)
-        per_rank = len(order) // self.world
-        mine = order[self.rank * per_rank:(self.rank + 1) * per_rank]
-        return [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+    def epoch_batches(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This rank's batches for `epoch` as (clip indices, draw numbers); the same on every run with the same seed.
 
-    def crops(self, clips: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        An epoch visits every training clip `epoch_repeats` times in a random order; the draw number (the position in
+        that order) seeds each crop, so a clip visited twice gets two different crops.
+        """
+        order = np.random.default_rng([self.cfg.seed, epoch]).permutation(
+            np.tile(self.train_idx, self.cfg.epoch_repeats))
+        draws = np.arange(len(order))
+        per_rank = len(order) // self.world
+        mine = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        order, draws = order[mine], draws[mine]
+        return [(order[i:i + self.batch_size], draws[i:i + self.batch_size])
+                for i in range(0, len(order), self.batch_size)]
+
+    def crops(self, clips: np.ndarray, draws: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One crop per clip and its target. With teacher labels (`samplecnn teach`) the crop is a random segment
+        of the non-overlapping grid, whose own teacher label is the target; otherwise a random crop anywhere, with
+        the clip's label. Either way the choice depends only on (seed, epoch, draw)."""
         x = np.zeros((len(clips), SEG), dtype=np.float32)
-        for row, i in enumerate(clips):
+        y = self.cache.labels[clips].astype(np.float32)
+        for row, (i, draw) in enumerate(zip(clips, draws)):
             length = int(self.cache.lengths[i])
-            start = int(np.random.default_rng([self.cfg.seed, epoch, int(i)]).integers(0, max(1, length - SEG + 1)))
+            rng = np.random.default_rng([self.cfg.seed, epoch, int(draw)])
+            segments = self.cache.segment_labels(int(i)) if self.cache.has_segment_labels else None
+            if segments is not None and len(segments):  # 0 rows: a file the teacher could not read
+                k = int(rng.integers(0, len(segments)))
+                start = k * SEG
+                y[row] = segments[k]
+            else:
+                start = int(rng.integers(0, max(1, length - SEG + 1)))
             piece = self.cache.clip_float(int(i), start, min(SEG, length - start))
             x[row, :len(piece)] = piece
-        y = self.cache.labels[clips].astype(np.float32)
         return (torch.from_numpy(x).unsqueeze(1).to(self.device, non_blocking=True),
                 torch.from_numpy(y).to(self.device, non_blocking=True))
 
@@ -200,8 +220,8 @@ class Run:
             bar = tqdm(total=len(batches), initial=p.step_in_epoch, disable=self.rank != 0, unit="step",
                        desc=f"epoch {p.epoch + 1} lr {stages[p.stage].lr:g}", dynamic_ncols=True)
             self.ddp.train()
-            for clips in batches[p.step_in_epoch:]:
-                loss = self.step(*self.crops(clips, p.epoch))
+            for clips, draws in batches[p.step_in_epoch:]:
+                loss = self.step(*self.crops(clips, draws, p.epoch))
                 p.step_in_epoch += 1
                 p.global_step += 1
                 steps_this_run += 1
@@ -264,25 +284,35 @@ class Run:
             p.done = True
 
     @torch.inference_mode()
-    def predict(self, clips: np.ndarray) -> tuple[np.ndarray, float]:
-        """Song-level scores (mean over non-overlapping segments) and the mean segment BCE against clip labels."""
+    def predict(self, clips: np.ndarray, max_segments: int | None = None) -> tuple[np.ndarray, float]:
+        """Song-level scores (mean over non-overlapping segments) and the mean segment BCE against the targets:
+        each segment's teacher label where `samplecnn teach` wrote them, else the clip's label.
+
+        `max_segments` keeps the first that many segments of each clip (a cheaper validation during training)."""
         self.model.eval()
-        scores, losses = [], []
+        scores, loss_sum, segments = [], 0.0, 0
         for i in clips:
-            outputs = []
-            for batch in segment_batches([self.cache.clip_float(int(i))], SEG, SEG, self.cfg.valid_batch_size):
+            length = int(self.cache.lengths[i])
+            if max_segments is not None:
+                length = min(length, max_segments * SEG)
+            logits = []
+            for batch in segment_batches([self.cache.clip_float(int(i), 0, length)], SEG, SEG,
+                                         self.cfg.valid_batch_size):
                 with torch.autocast(self.device.type, dtype=_AMP[self.cfg.amp], enabled=self.cfg.amp != "none"):
-                    logits = self.model(torch.from_numpy(batch).unsqueeze(1).to(self.device)).float()
-                target = torch.from_numpy(self.cache.labels[i].astype(np.float32)).to(self.device).expand_as(logits)
-                losses.append(F.binary_cross_entropy_with_logits(logits, target, reduction="sum").item() / logits.shape[1])
-                outputs.append(torch.sigmoid(logits).cpu().numpy())
-            scores.append(np.concatenate(outputs).mean(axis=0))
-        segments = sum(max(1, int(self.cache.lengths[i]) // SEG) for i in clips)
+                    logits.append(self.model(torch.from_numpy(batch).unsqueeze(1).to(self.device)).float())
+            logits = torch.cat(logits)
+            targets = self.cache.segment_labels(int(i)) if self.cache.has_segment_labels else None
+            if targets is None or len(targets) < len(logits):
+                targets = np.broadcast_to(self.cache.labels[i], logits.shape)
+            targets = torch.from_numpy(np.array(targets[:len(logits)], dtype=np.float32)).to(self.device)
+            loss_sum += F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").item() / logits.shape[1]
+            segments += len(logits)
+            scores.append(torch.sigmoid(logits).mean(dim=0).cpu().numpy())
         self.model.train()
-        return np.stack(scores), sum(losses) / segments
+        return np.stack(scores), loss_sum / segments
 
     def validate(self) -> dict:
-        scores, loss = self.predict(self.valid_idx)
+        scores, loss = self.predict(self.valid_idx, self.cfg.valid_segments)
         summary = metrics.summary(self.cache.labels[self.valid_idx], scores, self.cache.tags)
         return {"loss": loss, "roc_auc": summary["roc_auc"], "pr_auc": summary["pr_auc"]}
 

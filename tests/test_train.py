@@ -145,6 +145,21 @@ def test_bf16_autocast_training_runs_on_the_cpu(mtat_cache, tmp_path):
     assert np.isfinite(record["valid_loss"]) and 0 <= record["valid_roc_auc"] <= 1
 
 
+def test_epoch_repeats_visit_every_clip_k_times_with_different_crops(mtat_cache, tmp_path):
+    from samplecnn.train import Run, TrainConfig
+
+    run = Run(TrainConfig(data=str(mtat_cache), out=str(tmp_path / "r"), width=0.125, batch_size=8, epoch_repeats=2))
+    batches = run.epoch_batches(0)
+    clips = np.concatenate([c for c, _ in batches])
+    draws = np.concatenate([d for _, d in batches])
+    assert sorted(draws) == list(range(240))  # 120 train clips x 2
+    assert np.array_equal(np.bincount(clips)[run.train_idx], np.full(120, 2))
+    first, second = (np.flatnonzero(clips == clips[0])[:2])
+    x, _ = run.crops(clips[[first, second]], draws[[first, second]], 0)
+    assert not torch.equal(x[0], x[1])  # the same clip, two different random crops
+    assert run.epoch_batches(0)[0][0].tolist() == batches[0][0].tolist()  # deterministic
+
+
 def test_a_second_run_in_the_same_folder_needs_resume(mtat_cache, tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(mtat_cache, run, "--epochs", "1", "--stop-after-steps", "1") == 0
@@ -185,9 +200,20 @@ def test_metrics_match_scikit_learn_and_thresholds_maximise_f1():
     assert perfect["roc_auc"] == 1.0 and perfect["pr_auc"] == 1.0
     reversed_ = metrics.summary(np.array([[1], [1], [0], [0]]), np.array([[0.1], [0.2], [0.8], [0.9]]), ["x"])
     assert reversed_["roc_auc"] == 0.0
-    # soft labels count as positive at >= 0.5
-    soft = metrics.summary(np.array([[0.2], [0.7]]), np.array([[0.1], [0.9]]), ["x"])
-    assert soft["roc_auc"] == 1.0
+    # soft (teacher) labels: positive = among the row's top decile of tags (1 of 10 here) and >= 0.2
+    soft = np.full((3, 10), 0.05)
+    soft[0, 3], soft[0, 4] = 0.9, 0.8      # only the best of the two counts
+    soft[1, 7] = 0.15                      # the best, but below 0.2
+    soft[2, 3] = 0.3
+    expected = np.zeros((3, 10), dtype=np.int64)
+    expected[0, 3] = expected[2, 3] = 1
+    assert np.array_equal(metrics.binarize(soft), expected)
+    from scipy.stats import spearmanr
+
+    student = soft + np.random.default_rng(1).random(soft.shape) * 0.01
+    assert "spearman" not in summary
+    assert metrics.summary(soft, student, list("abcdefghij"))["spearman"] == pytest.approx(
+        np.mean([spearmanr(soft[i], student[i]).statistic for i in range(3)]))
 
     thresholds = metrics.f1_thresholds(labels, scores)
     assert thresholds[2] == 0.5  # no positives: the default

@@ -12,6 +12,16 @@ Layout of a cache folder (format version 1):
                  could not be decoded with its error, and how many clips each (resumed) run decoded.
     .partial/    only while `samplecnn prepare` runs or after it was interrupted (see build.py)
 
+Optional teacher labels, written by `samplecnn teach` (teach.py) at the student's segment resolution:
+
+    teacher/segment_labels.npy   float32 (S, T): one row per 59049-sample grid segment (start k * 59049,
+                                 k < max(1, length // 59049)), columns in tags.json order
+    teacher/segment_offsets.npy  int64 (N + 1,): clip i's segments are rows offsets[i]:offsets[i + 1]
+                                 (none for a file the teacher could not read)
+    teacher/meta.json            written last: teacher(s), counts, and the cache it belongs to (`cache_id`, a hash
+                                 of meta.json), so that labels left over from before a `prepare --force` are ignored
+    labels_original.npy          the labels prepare wrote; labels.npy then holds each clip's mean teacher label
+
 int16 halves the size of float32 (MTAT: ~27 GB instead of ~54 GB), and its quantisation noise (-96 dB) is far
 below an mp3's. Scale 32767 (not 32768) keeps -1 and 1 symmetric.
 """
@@ -19,6 +29,7 @@ below an mp3's. Scale 32767 (not 32768) keeps -1 and 1 symmetric.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,7 +38,7 @@ import numpy as np
 
 from ..errors import SampleCNNError
 
-__all__ = ["Cache", "FORMAT", "VERSION", "SCALE", "DTYPE", "SPLITS", "INCOMPLETE"]
+__all__ = ["Cache", "FORMAT", "VERSION", "SCALE", "DTYPE", "SPLITS", "INCOMPLETE", "cache_id"]
 
 FORMAT = "samplecnn-cache"
 VERSION = 1
@@ -37,6 +48,13 @@ SPLITS = ("train", "valid", "test")
 AUDIO, INDEX, LABELS, TAGS, META, PARTIAL = "audio.i16", "index.csv", "labels.npy", "tags.json", "meta.json", ".partial"
 INDEX_COLUMNS = ("path", "split", "offset", "length", "seconds")
 INCOMPLETE = "not a complete samplecnn cache: run `samplecnn prepare` again to resume"
+TEACHER, SEGMENT_LABELS, SEGMENT_OFFSETS, LABELS_ORIGINAL = ("teacher", "segment_labels.npy", "segment_offsets.npy",
+                                                             "labels_original.npy")
+
+
+def cache_id(meta_text: str) -> str:
+    """Identity of one prepared cache: prepare rewrites meta.json on every (re)build, nothing else does."""
+    return hashlib.sha256(meta_text.encode("utf-8")).hexdigest()[:16]
 
 
 class Cache:
@@ -44,7 +62,8 @@ class Cache:
 
     tags, labels (N, T) float32, splits (N,) str, paths, lengths (N,) int64 samples, offsets, sample_rate,
     meta (the meta.json dict) and failures [(path, error)] are plain attributes. The audio file is memory-mapped
-    (clip) or opened (clip_float) on first use in each process: a pickled Cache carries neither.
+    (clip) or opened (clip_float) on first use in each process: a pickled Cache carries neither. So are the
+    teacher's segment labels (segment_labels), when `samplecnn teach` wrote them for this very cache.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -53,7 +72,9 @@ class Cache:
         if not meta_path.is_file():
             raise SampleCNNError(INCOMPLETE, self.path)
         try:
-            self.meta = json.loads(meta_path.read_text())
+            meta_text = meta_path.read_text()
+            self.id = cache_id(meta_text)
+            self.meta = json.loads(meta_text)
             if self.meta.get("format") != FORMAT:
                 raise SampleCNNError("is not a samplecnn cache (meta.json has another format)", self.path)
             if self.meta.get("version") != VERSION:
@@ -73,6 +94,8 @@ class Cache:
         self._check()
         self._audio: np.ndarray | None = None
         self._fd: int | None = None
+        self.teacher_meta: dict | None = self._teacher_meta()
+        self._segments: tuple[np.ndarray, np.ndarray] | None = None
 
     def _check(self) -> None:
         n = len(self.paths)
@@ -133,6 +156,48 @@ class Cache:
                                  self.path)
         return buf
 
+    # -- teacher labels --
+
+    def _teacher_meta(self) -> dict | None:
+        """teacher/meta.json if it is complete and was written for this cache (not one rebuilt since)."""
+        try:
+            meta = json.loads((self.path / TEACHER / META).read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("cache_id") != self.id or meta.get("clips") != len(self) or meta.get("tags") != self.tags:
+            return None
+        return meta
+
+    @property
+    def has_segment_labels(self) -> bool:
+        """True when `samplecnn teach` labelled this cache's segments."""
+        return self.teacher_meta is not None
+
+    def segment_labels(self, i: int) -> np.ndarray | None:
+        """(n_segments, T) float32 teacher labels of clip i's grid segments (row k: samples [k * 59049,
+        (k + 1) * 59049)), read-only from a memory map; None without teacher labels. n_segments is 0 for a file
+        the teacher could not read."""
+        if self.teacher_meta is None:
+            return None
+        i = range(len(self.paths))[i]
+        if self._segments is None:
+            folder = self.path / TEACHER
+            try:
+                rows = np.load(folder / SEGMENT_LABELS, mmap_mode="r")
+                offsets = np.load(folder / SEGMENT_OFFSETS)
+            except (OSError, ValueError) as e:
+                raise SampleCNNError(f"unreadable teacher labels ({type(e).__name__}: {e}); run `samplecnn teach "
+                                     f"--force` again", folder) from None
+            if (offsets.shape != (len(self) + 1,) or rows.ndim != 2 or rows.shape[1] != len(self.tags)
+                    or offsets[0] != 0 or offsets[-1] != len(rows) or (np.diff(offsets) < 0).any()):
+                raise SampleCNNError("teacher labels do not fit this cache; run `samplecnn teach --force` again",
+                                     folder)
+            self._segments = rows, offsets
+        rows, offsets = self._segments
+        return rows[int(offsets[i]):int(offsets[i + 1])]
+
+    # -- splits --
+
     def indices(self, split: str) -> np.ndarray:
         """Clip indices of one split ('train', 'valid' or 'test'), ascending."""
         if split not in SPLITS:
@@ -148,7 +213,7 @@ class Cache:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_audio"] = state["_fd"] = None  # each process maps/opens the file itself
+        state["_audio"] = state["_fd"] = state["_segments"] = None  # each process maps/opens the files itself
         return state
 
     def __del__(self) -> None:

@@ -1,0 +1,293 @@
+"""`samplecnn teach`: teacher labels per student segment, checked against the teacher run independently here.
+
+The dataset: five generated FLAC files at 44.1 kHz (1.5 s: shorter than a segment; 2.8 s: one segment but shorter
+than a teacher patch; 5.5, 6.5 and 9 s: 2, 2 and 3 segments), prepared with `samplecnn prepare folder` from a table
+made by `samplecnn teach --make-table`. The reference for each segment is computed from the teacher's own
+`logmel` of the whole file and the alignment rule written out again below, not from samplecnn.teach."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from samplecnn import audio, models, teach
+from samplecnn.cli import main
+from samplecnn.data import Cache
+from samplecnn.errors import SampleCNNError
+from samplecnn.tags import MTAT_TOP50
+from samplecnn.teachers import musicnn as M
+from samplecnn.train import Run, TrainConfig
+
+from conftest import encode_audio, music_like
+
+SEG, SR = models.SEGMENT_SAMPLES, models.SAMPLE_RATE
+CLIPS = {"short.flac": (1.5, "train"), "onepatch.flac": (2.8, "train"), "two.flac": (5.5, "train"),
+         "valid.flac": (6.5, "valid"), "three.flac": (9.0, "valid")}
+SEGMENTS = {"short.flac": 1, "onepatch.flac": 1, "two.flac": 2, "valid.flac": 2, "three.flac": 3}
+
+
+def _installed() -> bool:
+    try:
+        return all(M.checkpoint_dir(n) for n in M.TEACHERS)
+    except SampleCNNError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _installed(), reason=f"musicnn's checkpoints are not installed "
+                                                         f"({M.INSTALL_HINT}, done by scripts/setup.sh)")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """(audio folder, label table): the table made from a corpus-style manifest by --make-table."""
+    root = tmp_path_factory.mktemp("teach-src")
+    (root / "music").mkdir()
+    with open(root / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "package", "split"])
+        for k, (name, (seconds, split)) in enumerate(CLIPS.items()):
+            encode_audio(root / "music" / name, music_like(seconds, sr=44100, seed=k), 44100, "flac")
+            w.writerow([f"music/{name}", "test", split])
+    table = root / "labels.csv"
+    assert main(["teach", "--make-table", str(root / "manifest.csv"), str(table)]) == 0
+    return root, table
+
+
+@pytest.fixture(scope="module")
+def prepared(source, tmp_path_factory):
+    root, table = source
+    out = tmp_path_factory.mktemp("teach-cache") / "cache"
+    assert main(["prepare", "folder", "--audio", str(root), "--labels", str(table), "--split-column", "split",
+                 "--out", str(out), "--workers", "1"]) == 0
+    return out
+
+
+def _copy(cache: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(cache, tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, source):
+    """{teacher name: [clip i's (n_segments, 50) expected outputs]}, computed independently."""
+    cache = Cache(prepared)
+    out = {}
+    for name in M.TEACHERS:
+        t = M.load_teacher(name)
+        rows = []
+        for i, rel in enumerate(cache.paths):
+            wave = audio.load(source[0] / rel, 16000)
+            wave = np.pad(wave, (0, max(0, 47616 - len(wave))))      # shorter than a patch: padded to one
+            n_frames = 1 + len(wave) // 256
+            # trailing zeros change no frame of the track; they make its tail a whole patch for logmel
+            frames = t.logmel(np.pad(wave, (0, 187 * 256))).reshape(-1, 96)[:n_frames]
+            n_seg = max(1, int(cache.lengths[i]) // SEG)
+            patches = []
+            for k in range(n_seg):
+                centre_frame = int(np.floor((k * SEG + SEG / 2) / SR * 16000 / 256 + 0.5))
+                start = min(max(centre_frame - 93, 0), n_frames - 187)
+                patches.append(frames[start:start + 187])
+            rows.append(t.patch_outputs(np.stack(patches)))
+        out[name] = rows
+    return out
+
+
+@pytest.fixture(scope="module")
+def taught_both(prepared, tmp_path_factory):
+    cache = _copy(prepared, tmp_path_factory.mktemp("both"))
+    assert main(["teach", "--data", str(cache), "--teacher", "both"]) == 0
+    return cache
+
+
+def _stored(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    folder = cache / "teacher"
+    return np.load(folder / "segment_labels.npy"), np.load(folder / "segment_offsets.npy")
+
+
+def test_make_table_writes_path_split_and_zero_mtat_columns(source):
+    header, *rows = list(csv.reader(open(source[1])))
+    assert header == ["path", "split", *MTAT_TOP50]
+    assert [r[:2] for r in rows] == [[f"music/{n}", s] for n, (_, s) in CLIPS.items()]
+    assert all(float(v) == 0.0 for r in rows for v in r[2:])
+
+
+def test_each_row_is_the_teacher_on_the_patch_centred_on_its_segment(prepared, reference, tmp_path, capsys):
+    cache = _copy(prepared, tmp_path)
+    assert main(["teach", "--data", str(cache), "--teacher", "musicnn"]) == 0
+    assert "segments of 5 clips" in capsys.readouterr().out
+    rows, offsets = _stored(cache)
+    c = Cache(cache)
+    assert [SEGMENTS[Path(p).name] for p in c.paths] == np.diff(offsets).tolist()
+    assert offsets[0] == 0 and offsets[-1] == len(rows) == sum(SEGMENTS.values())
+    assert rows.dtype == np.float32 and offsets.dtype == np.int64 and rows.shape[1] == 50
+    for i in range(len(c)):
+        np.testing.assert_allclose(rows[offsets[i]:offsets[i + 1]], reference["MTT_musicnn"][i], atol=2e-5)
+    # the segments of a clip are different crops, so the teacher does not say the same thing for each
+    three = c.paths.index("music/three.flac")
+    assert np.abs(np.diff(reference["MTT_musicnn"][three], axis=0)).max() > 1e-3
+
+    # labels.npy: per-clip means; the original (all zeros) kept
+    np.testing.assert_allclose(c.labels, [r.mean(axis=0) for r in reference["MTT_musicnn"]], atol=2e-5)
+    np.testing.assert_array_equal(np.load(cache / "labels_original.npy"), np.zeros((5, 50), np.float32))
+
+    # the reader
+    assert c.has_segment_labels
+    assert c.teacher_meta["teachers"] == ["MTT_musicnn"] and c.teacher_meta["segments"] == len(rows)
+    assert c.teacher_meta["clips"] == 5 and c.teacher_meta["musicnn_version"] == "0.1.0"
+    for i in range(len(c)):
+        got = c.segment_labels(i)
+        np.testing.assert_array_equal(got, rows[offsets[i]:offsets[i + 1]])
+        assert not got.flags.writeable
+    assert not (cache / "teacher" / ".partial").exists()
+
+
+def test_both_is_the_mean_of_the_two_teachers(taught_both, reference):
+    rows, offsets = _stored(taught_both)
+    for i in range(len(offsets) - 1):
+        expected = (reference["MTT_musicnn"][i] + reference["MTT_vgg"][i]) / 2
+        np.testing.assert_allclose(rows[offsets[i]:offsets[i + 1]], expected, atol=2e-5)
+    assert Cache(taught_both).teacher_meta["teachers"] == ["MTT_musicnn", "MTT_vgg"]
+
+
+def test_vgg_alone(prepared, reference, tmp_path):
+    cache = _copy(prepared, tmp_path)
+    teach.teach(cache, teacher="vgg", progress=False)
+    rows, offsets = _stored(cache)
+    np.testing.assert_allclose(rows, np.concatenate(reference["MTT_vgg"]), atol=2e-5)
+
+
+def test_interrupted_run_resumes_with_only_the_rest_and_the_same_result(prepared, taught_both, tmp_path):
+    cache = _copy(prepared, tmp_path)
+    first: list[int] = []
+
+    def stop_after_two(i: int) -> None:
+        first.append(i)
+        if len(first) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        teach.teach(cache, teacher="both", progress=False, on_clip=stop_after_two)
+    c = Cache(cache)
+    assert not c.has_segment_labels and c.segment_labels(0) is None
+    assert not (cache / "teacher" / "meta.json").exists() and not (cache / "labels_original.npy").exists()
+    np.testing.assert_array_equal(c.labels, np.zeros((5, 50), np.float32))   # untouched until the end
+    assert len(list((cache / "teacher" / ".partial" / "clips").glob("*.npy"))) == 2
+
+    second: list[int] = []
+    done = teach.teach(cache, teacher="both", progress=False, on_clip=second.append)
+    assert sorted(first + second) == list(range(5)) and done.computed == 3
+    for name in ("segment_labels.npy", "segment_offsets.npy"):
+        np.testing.assert_array_equal(np.load(cache / "teacher" / name), np.load(taught_both / "teacher" / name))
+    np.testing.assert_array_equal(np.load(cache / "labels.npy"), np.load(taught_both / "labels.npy"))
+
+
+def test_an_interrupted_run_with_another_teacher_starts_over(prepared, tmp_path, capsys):
+    cache = _copy(prepared, tmp_path)
+
+    def stop(i: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        teach.teach(cache, teacher="vgg", progress=False, on_clip=stop)
+    done = teach.teach(cache, teacher="musicnn", progress=False)
+    assert done.computed == 5 and "starting over" in capsys.readouterr().err
+    assert done.cache.teacher_meta["teachers"] == ["MTT_musicnn"]
+
+
+def test_complete_labels_are_kept_unless_forced(taught_both, tmp_path, capsys):
+    cache = _copy(taught_both, tmp_path)
+    assert main(["teach", "--data", str(cache)]) == 1
+    assert "already has teacher labels" in capsys.readouterr().err
+    before = np.load(cache / "teacher" / "segment_labels.npy")
+    done = teach.teach(cache, teacher="both", force=True, progress=False)
+    assert done.computed == 5
+    np.testing.assert_array_equal(np.load(cache / "teacher" / "segment_labels.npy"), before)
+    # the original labels stay the prepared ones, not the teacher means of the first run
+    np.testing.assert_array_equal(np.load(cache / "labels_original.npy"), np.zeros((5, 50), np.float32))
+
+
+def test_unreadable_file_gets_no_segments_and_keeps_its_labels(prepared, source, reference, tmp_path, capsys):
+    cache = _copy(prepared, tmp_path / "c")
+    moved = Path(shutil.copytree(source[0] / "music", tmp_path / "elsewhere" / "music"))
+    (moved / "two.flac").write_bytes(b"this is not audio" * 100)
+    # two worker processes, and the audio found under --audio instead of the recorded folder
+    assert main(["teach", "--data", str(cache), "--teacher", "musicnn", "--workers", "2",
+                 "--audio", str(tmp_path / "elsewhere")]) == 0
+    assert "music/two.flac" in capsys.readouterr().err
+    c = Cache(cache)
+    bad = c.paths.index("music/two.flac")
+    assert c.segment_labels(bad).shape == (0, 50)
+    assert [f["path"] for f in c.teacher_meta["failures"]] == ["music/two.flac"]
+    np.testing.assert_array_equal(c.labels[bad], np.zeros(50, np.float32))
+    for i in range(len(c)):
+        if i != bad:
+            np.testing.assert_allclose(c.segment_labels(i), reference["MTT_musicnn"][i], atol=2e-5)
+
+
+def test_tags_are_mapped_by_name_and_unknown_tags_refused(source, reference, tmp_path):
+    root, _ = source
+    out = tmp_path / "sub"
+    assert main(["prepare", "folder", "--audio", str(root), "--labels", str(source[1]), "--split-column", "split",
+                 "--tags", "piano,guitar", "--out", str(out), "--workers", "1"]) == 0
+    teach.teach(out, teacher="musicnn", progress=False)
+    c = Cache(out)
+    cols = [MTAT_TOP50.index("piano"), MTAT_TOP50.index("guitar")]
+    for i in range(len(c)):
+        np.testing.assert_allclose(c.segment_labels(i), reference["MTT_musicnn"][i][:, cols], atol=2e-5)
+
+    table = tmp_path / "kazoo.csv"
+    table.write_text("path,split,guitar,kazoo\n" + "".join(f"music/{n},{s},0,1\n" for n, (_, s) in CLIPS.items()))
+    other = tmp_path / "kazoo"
+    assert main(["prepare", "folder", "--audio", str(root), "--labels", str(table), "--split-column", "split",
+                 "--out", str(other), "--workers", "1"]) == 0
+    with pytest.raises(SampleCNNError, match="'kazoo'"):
+        teach.teach(other, progress=False)
+    assert not (other / "teacher").exists()
+
+
+def test_labels_from_before_a_rebuild_are_ignored_and_replaced(source, taught_both, tmp_path):
+    cache = _copy(taught_both, tmp_path)
+    root, table = source
+    assert main(["prepare", "folder", "--audio", str(root), "--labels", str(table), "--split-column", "split",
+                 "--out", str(cache), "--workers", "1", "--force"]) == 0
+    c = Cache(cache)
+    assert not c.has_segment_labels and c.segment_labels(0) is None   # teacher/ is stale, not this cache's
+    np.testing.assert_array_equal(c.labels, np.zeros((5, 50), np.float32))
+    teach.teach(cache, teacher="both", progress=False)
+    assert Cache(cache).has_segment_labels
+    np.testing.assert_array_equal(np.load(cache / "labels_original.npy"), np.zeros((5, 50), np.float32))
+
+
+def test_training_crops_are_grid_segments_with_their_teacher_labels(taught_both, prepared, tmp_path):
+    cache = _copy(taught_both, tmp_path / "c")
+    assert main(["train", "--data", str(cache), "--out", str(tmp_path / "run"), "--width", "0.125",
+                 "--epochs", "1", "--batch-size", "3"]) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+    run = Run(TrainConfig(data=str(cache), out=str(tmp_path / "run2"), width=0.125))
+    c = run.cache
+    clips = np.arange(len(c))
+    draws = clips + 100  # the draw number (position in the epoch's order) seeds the crop
+    for epoch in (0, 1):
+        x, y = run.crops(clips, draws, epoch)
+        for row, i in enumerate(clips):
+            segments = c.segment_labels(int(i))
+            k = int(np.random.default_rng([0, epoch, int(draws[row])]).integers(0, len(segments)))
+            np.testing.assert_array_equal(y[row].numpy(), segments[k])
+            np.testing.assert_array_equal(x[row, 0].numpy(), c.clip_float(int(i), k * SEG, SEG))
+
+    # without teacher labels: today's random crops and clip labels
+    plain = Run(TrainConfig(data=str(prepared), out=str(tmp_path / "run3"), width=0.125))
+    _, y = plain.crops(clips, draws, 0)
+    np.testing.assert_array_equal(y.numpy(), np.zeros((5, 50), np.float32))
+
+
+def test_tag_statistics():
+    rows = np.array([[0.9, 0.1, 0.3] + [0.0] * 7, [0.1, 0.5, 0.2] + [0.0] * 7], np.float32)
+    stats = teach.tag_statistics(rows, [f"t{j}" for j in range(10)])
+    assert [s["tag"] for s in stats[:3]] == ["t0", "t1", "t2"]
+    assert stats[0] == {"tag": "t0", "mean": pytest.approx(0.5), "top_decile": 1, "at_least_0.2": 1}
+    assert stats[2]["at_least_0.2"] == 2 and stats[2]["top_decile"] == 0
