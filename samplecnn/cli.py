@@ -391,8 +391,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     installed = pretrained.available()
     if not installed:
-        print("No models are installed yet: the trained default model is not bundled in this version.\n"
-              "Use `samplecnn tag --model PATH` with a checkpoint (`samplecnn init` writes an untrained one).")
+        print("No bundled model is installed (was samplecnn installed without its assets?).\n"
+              "Use `samplecnn tag --model PATH` with a checkpoint.")
     for name, desc in installed.items():
         print(f"{name:12s} {desc}")
     return 0

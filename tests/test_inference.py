@@ -147,9 +147,8 @@ def test_bad_in_memory_signals_are_user_errors(ckpt_path):
         tagger.tag(np.zeros(0, np.float32), sr=SR)
 
 
-def test_load_names_the_problem_when_no_default_is_installed(tmp_path):
-    with pytest.raises(SampleCNNError, match="no default model is installed yet"):
-        samplecnn.load()
+def test_load_finds_the_default_and_names_the_problem_otherwise(tmp_path):
+    assert samplecnn.load().name == "default"
     with pytest.raises(SampleCNNError, match="no such checkpoint"):
         samplecnn.load(tmp_path / "missing.safetensors")
     with pytest.raises(SampleCNNError, match="unknown model"):
