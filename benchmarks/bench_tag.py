@@ -3,15 +3,19 @@
     .venv/bin/python benchmarks/bench_tag.py            # ~5 min; run it ALONE (see below)
 
 Prints one table per run (plain, then markdown for the README) for the same files: a generated 4-minute 44.1 kHz
-stereo mp3 plus the three reference excerpts in ../shared/musicnn-reference (real music) when present. Columns:
-- x real time of `tagger.tag(path)` per path, decode + resample + segment + model + aggregate included (best of 2
+stereo mp3 plus the three reference excerpts in ../shared/musicnn-reference (real music) when present. Each path
+runs in a fresh process (malloc state and thread pools are process-wide); the rows add one change at a time:
+"before" (the old code: BatchNorm unfolded, batch 1, glibc's default malloc), folded BatchNorm, malloc tuning
+(= what `samplecnn tag` runs, precision "auto"), batch 4, decoding ahead in a thread, bf16 at batch 1 and 8, ONNX
+Runtime fp32 / int8 (static, calibrated on the reference excerpts), and musicnn. Columns:
+- x real time of `tagger.tag(path)` per path, decode + resample + segment + model + aggregate included (best of 2-3
   after a warm-up); the ratio to musicnn (our PyTorch port of MTT_musicnn, in the same run; the original TensorFlow
   package measured ~56-67x on this machine, ../shared/README.md section 3);
 - model-only segments/s at batch 1, achieved GFLOP/s and its fraction of the measured matmul peak of the same
   precision (4096^3 fp32 / bf16);
 - accuracy against the fp32 eager reference: the largest song-level score difference and whether the top 5 tags
-  are the same, on every file. THE WEIGHTS ARE UNTRAINED (no trained default model exists yet): these accuracy
-  numbers only show numerical drift on random weights, not accuracy on a trained model;
+  are the same, on every file. The model is the bundled trained default one when installed, else untrained
+  weights (then these numbers only show numerical drift on random weights, not accuracy);
 Then decode speed, peak RSS of tagging a generated 2-hour low-bitrate mp3 (in a subprocess, VmHWM), and the
 start-up time of `samplecnn tag` on a short file against `python -c "import torch"`.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from samplecnn import audio, checkpoint, fastpath, models  # noqa: E402
-from samplecnn.inference import Tagger  # noqa: E402
+from samplecnn.inference import Tagger, segment_batches  # noqa: E402
 
 SEG = models.SEGMENT_SAMPLES
 SR = models.SAMPLE_RATE
@@ -79,6 +84,16 @@ def long_mp3() -> Path:
         make_song(tmp, 7200, bit_rate=64_000)
         tmp.replace(LONG_MP3)
     return LONG_MP3
+
+
+def _bundled_default() -> Path | None:
+    """The trained default model, if this install has one (speed does not depend on it; accuracy does)."""
+    from samplecnn import pretrained
+
+    try:
+        return pretrained.resolve("default")
+    except Exception:
+        return None
 
 
 def write_untrained(path: Path) -> Path:
@@ -172,7 +187,11 @@ class OrtTagger(Tagger):
 
 def quantize_int8(onnx_path: Path, out: Path, calibration: list[np.ndarray]) -> Path:
     """Static int8 quantisation (QDQ, per-channel weights) calibrated on segments of real music."""
+    import logging
+
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice, twice
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -186,30 +205,68 @@ def quantize_int8(onnx_path: Path, out: Path, calibration: list[np.ndarray]) -> 
     return out
 
 
-def build_paths(ckpt: Path, tmp: Path, args) -> dict[str, Tagger]:
-    """name -> tagger. "before" is the code as it was: BatchNorm unfolded, decoding in line with the model."""
-    model, info = checkpoint.load(ckpt)
-    before = Tagger(model, info, precision="fp32", prefetch_blocks=0)
-    before.model = model.eval()  # undo the folding: the reference and the old speed
-    paths = {"fp32 eager (before)": before,
-             "fp32 folded BN": Tagger(model, info, precision="fp32", prefetch_blocks=0),
-             "fp32 folded + prefetch (auto)": Tagger(model, info, precision="auto")}
-    if fastpath.fast_bf16("cpu") or args.bf16_anyway:
-        paths["bf16 folded + prefetch"] = Tagger(model, info, precision="bf16")
-    if args.onnx:
-        try:
-            from samplecnn.onnx_export import export
+# name -> (precision, BatchNorm folded, malloc tuning, batch size, prefetch blocks, engine); None = the default
+PATHS = {
+    "fp32 eager (before)": ("fp32", False, False, 1, 0, "torch"),
+    "fp32 folded BN": ("fp32", True, False, 1, 0, "torch"),
+    "fp32 folded + malloc (auto)": ("auto", True, True, None, None, "torch"),
+    "  same, batch 4": ("auto", True, True, 4, None, "torch"),
+    "  same + prefetch": ("auto", True, True, None, 2, "torch"),
+    "bf16 folded + malloc": ("bf16", True, True, 1, None, "torch"),
+    "  same, batch 8 (bf16 default)": ("bf16", True, True, None, None, "torch"),
+    "ONNX Runtime fp32": ("fp32", True, True, None, None, "model.onnx"),
+    "ONNX Runtime int8": ("fp32", True, True, None, None, "model.int8.onnx"),
+    "musicnn (PyTorch port)": (None, None, True, None, 0, "musicnn"),
+}
 
-            onnx_path = export(ckpt, tmp / "model.onnx", overwrite=True)
-            paths["ONNX Runtime fp32 + prefetch"] = OrtTagger(onnx_path, model, info, torch.get_num_threads())
-            if args.int8:
-                calib = [s for f in reference_wavs() for s in _segments(audio.load(f))]
-                calib += _segments(audio.load(ROOT / "examples" / "loop_amen_full.flac"))
-                q = quantize_int8(onnx_path, tmp / "model.int8.onnx", calib)
-                paths["ONNX Runtime int8 + prefetch"] = OrtTagger(q, model, info, torch.get_num_threads())
-        except ImportError as e:
-            print(f"(ONNX Runtime paths skipped: {e}; pip install 'samplecnn[onnx]')")
-    return paths
+
+def make_tagger(name: str, ckpt: Path, tmp: Path):
+    """The tagger of one path, in this (fresh) process. "before" is the code as it was: BatchNorm unfolded, batch 1,
+    decoding in line with the model, glibc's default malloc behaviour."""
+    precision, folded, malloc, batch, ahead, engine = PATHS[name]
+    if malloc:
+        fastpath.tune_malloc()
+    if engine == "musicnn":
+        from samplecnn.teachers.musicnn import load_teacher
+
+        return load_teacher("MTT_musicnn")
+    model, info = checkpoint.load(ckpt)
+    if engine != "torch":
+        return OrtTagger(tmp / engine, model, info, torch.get_num_threads(), batch_size=batch, prefetch_blocks=ahead)
+    tagger = Tagger(model, info, precision=precision, batch_size=batch, prefetch_blocks=ahead)
+    if not folded:
+        tagger.model = model.eval()
+    return tagger
+
+
+def measure_path(name: str, ckpt: Path, tmp: Path, files: list[Path], model_seconds: float) -> dict:
+    """Whole-song speed (x real time) and song scores per file, and model-only segments/s, for one path."""
+    tagger = make_tagger(name, ckpt, tmp)
+    out = {"speed": {}, "scores": {}, "rate": None}
+    for f in files:
+        result = tagger.tag(f)  # warm-up (and the scores)
+        best = min(_timed(lambda: tagger.tag(f)) for _ in range(2 if result.duration > 60 else 3))
+        out["speed"][str(f)] = result.duration / best
+        out["scores"][str(f)] = result.scores.tolist()
+    if not name.startswith("musicnn"):
+        x = audio.load(files[-1])[:SEG]
+        out["rate"] = model_only(name, tagger, x, model_seconds)
+    return out
+
+
+def run_path(name: str, ckpt: Path, tmp: Path, files: list[Path], model_seconds: float) -> dict:
+    """measure_path in a fresh process: malloc state and thread pools are process-wide, so paths must not share."""
+    import json
+
+    env = dict(os.environ)
+    if not PATHS[name][2]:  # the Tagger would tune malloc itself
+        env["SAMPLECNN_NO_MALLOC_TUNING"] = "1"
+    cmd = [sys.executable, __file__, "--child", name, "--child-dir", str(tmp), "--model-seconds", str(model_seconds),
+           "--threads", str(torch.get_num_threads()), *map(str, files)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _segments(x: np.ndarray) -> list[np.ndarray]:
@@ -221,12 +278,12 @@ def reference_wavs() -> list[Path]:
 
 
 def model_only(name: str, tagger: Tagger, x: np.ndarray, seconds: float) -> float:
-    """Segments/s of the path's model alone at batch 1."""
+    """Segments/s of the path's model alone, at the path's batch size."""
+    batch = np.repeat(x[None, None, :], tagger.batch_size, axis=0)
     if isinstance(tagger, OrtTagger):
-        return throughput(tagger.run_numpy, x[None, None, :], seconds)
-    t = torch.from_numpy(x).view(1, 1, SEG)
+        return tagger.batch_size * throughput(tagger.run_numpy, batch, seconds)
     with torch.inference_mode():
-        return throughput(tagger.model, t, seconds)
+        return tagger.batch_size * throughput(tagger.model, torch.from_numpy(batch), seconds)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -262,6 +319,17 @@ def startup(ckpt: Path, short: Path, runs: int) -> tuple[float, float]:
 # the run
 
 
+def conv_peak_gflops(dtype: torch.dtype, channels: int = 512, length: int = 8192, repeats: int = 5) -> float:
+    """A large k=3 Conv1d (oneDNN, the kernels SampleCNN runs on): on AMD CPUs torch's fp32 matmul goes through a
+    BLAS that does not use AVX-512, so the matmul alone understates what the convolutions can reach."""
+    x = torch.randn(1, channels, length, dtype=dtype)
+    w = torch.randn(channels, channels, 3, dtype=dtype)
+    with torch.inference_mode():
+        torch.conv1d(x, w, padding=1)
+        best = min(_timed(lambda: torch.conv1d(x, w, padding=1)) for _ in range(repeats))
+    return 2 * channels * channels * 3 * length / best / 1e9
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -272,37 +340,63 @@ def main() -> None:
     parser.add_argument("--no-rss", dest="rss", action="store_false", help="skip the 2-hour memory test")
     parser.add_argument("--startup-runs", type=int, default=5)
     parser.add_argument("--bf16-anyway", action="store_true", help="time bf16 even without native bf16")
+    parser.add_argument("--child", help=argparse.SUPPRESS)       # internal: measure one path in this process
+    parser.add_argument("--child-dir", help=argparse.SUPPRESS)
+    parser.add_argument("files", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.child:
+        import json
+
+        tmp = Path(args.child_dir)
+        result = measure_path(args.child, tmp / "model.safetensors", tmp, [Path(f) for f in args.files],
+                              args.model_seconds)
+        print(json.dumps(result))
+        return
     load_start = load_average()
 
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         song = make_song(tmp / "song.mp3", args.seconds)
         files = [song, *reference_wavs()]
-        ckpt = write_untrained(tmp / "model.safetensors")
-        paths = build_paths(ckpt, tmp, args)
-        from samplecnn.teachers.musicnn import load_teacher
+        trained = _bundled_default()
+        ckpt = tmp / "model.safetensors"
+        if trained:
+            shutil.copyfile(trained, ckpt)
+        else:
+            write_untrained(ckpt)
+        names = [n for n in PATHS if "bf16" not in n and not n.startswith("ONNX")]
+        if fastpath.fast_bf16("cpu") or args.bf16_anyway:
+            names[-1:-1] = ["bf16 folded + malloc", "  same, batch 8 (bf16 default)"]
+        if args.onnx:
+            try:
+                from samplecnn.onnx_export import export
 
-        musicnn = load_teacher("MTT_musicnn")
+                export(ckpt, tmp / "model.onnx")
+                names.insert(-1, "ONNX Runtime fp32")
+                if args.int8:
+                    calib = [s for f in reference_wavs() for s in _segments(audio.load(f))]
+                    calib += _segments(audio.load(ROOT / "examples" / "loop_amen_full.flac"))
+                    quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", calib)
+                    names.insert(-1, "ONNX Runtime int8")
+            except ImportError as e:
+                print(f"(ONNX Runtime paths skipped: {e}; pip install 'samplecnn[onnx]')")
+        results = {name: run_path(name, ckpt, tmp, files, args.model_seconds) for name in names}
+        speed = {n: {f: r["speed"][str(f)] for f in files} for n, r in results.items()}
+        scores = {n: {f: np.array(r["scores"][str(f)]) for f in files} for n, r in results.items()}
+        rates = {n: r["rate"] for n, r in results.items() if r["rate"]}
         seconds = {f: audio.load(f).size / SR for f in files}
 
-        # whole-song speed and scores, path by path, file by file
-        speed: dict[str, dict[Path, float]] = {}
-        scores: dict[str, dict[Path, np.ndarray]] = {}
-        for name, tagger in [*paths.items(), ("musicnn (PyTorch port)", musicnn)]:
-            speed[name], scores[name] = {}, {}
-            for f in files:
-                result = tagger.tag(f)  # warm-up (and the scores)
-                best = min(_timed(lambda: tagger.tag(f)) for _ in range(2 if f == song else 3))
-                speed[name][f], scores[name][f] = seconds[f] / best, result.scores
-
-        # model alone
-        x = audio.load(files[-1])[:SEG] if len(files) > 1 else audio.load(song)[:SEG]
+        fastpath.tune_malloc()  # for the peaks: no page faults in the large outputs
+        auto_precision = fastpath.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
         gflop = segment_gflop(checkpoint.load(ckpt)[0].eval())
-        peak32, peak16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
-        rates = {name: model_only(name, t, x, args.model_seconds) for name, t in paths.items()}
+        mm32, mm16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
+        cv32, cv16 = conv_peak_gflops(torch.float32), conv_peak_gflops(torch.bfloat16)
+        peak32, peak16 = max(mm32, cv32), max(mm16, cv16)
         decode = min(_timed(lambda: audio.load(song)) for _ in range(3))
+        decoded = audio.load(song)
+        blocks = [decoded[i:i + 30 * SR] for i in range(0, len(decoded), 30 * SR)]
+        segmenting = min(_timed(lambda: sum(1 for _ in segment_batches(blocks, SEG, SEG, 1))) for _ in range(3))
         load_mid = load_average()
 
         rss = None
@@ -319,8 +413,7 @@ def main() -> None:
     total = sum(seconds.values())
     overall = {n: total / sum(seconds[f] / speed[n][f] for f in files) for n in speed}
     mus = overall["musicnn (PyTorch port)"]
-    file_cols = [f.stem for f in files]
-    header = ["path", *(f"{c} x" for c in file_cols), "all x", "/ musicnn", "seg/s (model)", "GFLOP/s",
+    header = ["path", *(f"{f.stem} x" for f in files), "all x", "/ musicnn", "model seg/s", "GFLOP/s",
               "of peak", "max score diff", "top-5 same"]
     rows = []
     for name in speed:
@@ -336,19 +429,27 @@ def main() -> None:
             "-" if is_musicnn else ("yes" if all(s for _, s in diffs) else "NO"),
         ])
     env = (f"torch {torch.__version__}, {args.threads} threads, native bf16: {fastpath.fast_bf16('cpu')}; "
-           f"load average {load_start:.2f} at start, {load_mid:.2f} before the subprocesses, {load_end:.2f} at end")
+           f"load average {load_start:.2f} at start, {load_mid:.2f} before the subprocesses, {load_end:.2f} at end "
+           f"(this run's own 2 threads count)")
     notes = [
         f"files: {', '.join(f'{f.name} ({seconds[f]:.0f} s)' for f in files)}; x = x real time of tagger.tag(path), "
-        "decode included",
-        f"model: default-size 3^9 SampleCNN, {gflop:.2f} GFLOP per segment, UNTRAINED weights (score differences "
-        "are numerical drift on random weights, not accuracy)",
-        f"matmul peak 4096^3: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s",
-        f"decode + resample to 22050 Hz mono ({song.name}): {args.seconds / decode:.0f}x real time",
+        "decode included; each path in a fresh process; model seg/s: the model alone at the path's batch size",
+        f"model: default-size 3^9 SampleCNN, {gflop:.2f} GFLOP per segment, " + (
+            f"the bundled trained default model (auto resolves to {auto_precision}: its bf16_verified record "
+            f"{'passes' if auto_precision == 'bf16' else 'does not pass, or native bf16 is missing'})"
+            if trained else "UNTRAINED weights (score differences are numerical drift on random weights, not "
+            "accuracy)"),
+        f"peak GFLOP/s (best of 4096^3 matmul and a 512-channel k=3 Conv1d): fp32 {peak32:.0f} (matmul {mm32:.0f}, "
+        f"conv {cv32:.0f}), bf16 {peak16:.0f} (matmul {mm16:.0f}, conv {cv16:.0f})",
+        f"decode + resample to 22050 Hz mono ({song.name}): {args.seconds / decode:.0f}x real time; cutting the "
+        f"decoded blocks into segments (segment_batches, batch 1): {args.seconds / segmenting:.0f}x",
+        "malloc: glibc mmap/trim thresholds raised (fastpath.tune_malloc), so activations are reused instead of "
+        "page-faulted in anew every segment; musicnn gets it too",
         "musicnn: our PyTorch port of MTT_musicnn in this run; the original TensorFlow package measured ~56-67x "
         "real time on this machine (../shared/README.md section 3)",
     ]
     if rss:
-        notes.append(f"peak RSS tagging {rss['hours']:.1f} h of 64 kbit/s mp3: {rss['peak_mb']:.0f} MB "
+        notes.append(f"peak RSS tagging {rss['hours']:.1f} h of 64 kbit/s mp3 (default tagger): {rss['peak_mb']:.0f} MB "
                      f"({rss['loaded_mb']:.0f} MB after loading; a {args.seconds / 60:.0f}-min song peaks at "
                      f"{rss_short['peak_mb']:.0f} MB); {rss['x_real_time']:.0f}x real time")
     notes.append(f"start-up: `samplecnn tag` on a 10-s mp3 {t_cli:.2f} s vs `python -c \"import torch\"` "

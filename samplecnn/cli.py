@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--taggram", metavar="OUT", help="write a taggram PNG (a folder of PNGs when tagging several files)")
     p.add_argument("--hop", type=float, metavar="S", help="seconds between segment starts (default: one segment, "
                                                           "no overlap)")
-    p.add_argument("--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, 64 on GPU)")
+    p.add_argument("--batch-size", type=int, help="segments per forward pass (default on CPU: 1, 8 in bf16; GPU: 64)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 only where the hardware has it and the checkpoint records bf16 was verified on "
@@ -144,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", required=True, metavar="LIBRARY.sqlite", help="library database (created if missing)")
     p.add_argument("--model", default="default", help="registered model name or checkpoint path (default: %(default)s)")
     p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4)")
-    p.add_argument("--batch-size", type=int, help="segments per forward pass (default: 1 on CPU, 64 on GPU)")
+    p.add_argument("--batch-size", type=int, help="segments per forward pass (default on CPU: 1, 8 in bf16; GPU: 64)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")
     p.add_argument("--prune", action="store_true", help="remove tracks whose files are gone from the library")

@@ -86,16 +86,26 @@ class Tagger:
 
     def __init__(self, model: SampleCNN, info: checkpoint.ModelInfo, name: str | None = None,
                  device: str | torch.device | None = None, batch_size: int | None = None,
-                 precision: str | None = "auto", prefetch_blocks: int = 2):
+                 precision: str | None = "auto", prefetch_blocks: int | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = fastpath.resolve_precision(precision, info.provenance, self.device)
+        if self.device.type == "cpu":
+            fastpath.tune_malloc()  # 2x on CPU: activations are reused, not page-faulted in anew per segment
         self.model = fastpath.prepare(model, self.precision).to(self.device)
         self.info = info
         self.name = name
-        # Batch 1 is fastest for eager PyTorch on a CPU (the first block's activations stay in cache: see
-        # ../shared/README.md section 5); GPUs want large batches.
-        self.batch_size = batch_size or (1 if self.device.type == "cpu" else 64)
-        # Blocks (30 s each) decoded ahead in a background thread while the model runs; 0 decodes in line.
+        # CPU (2 cores, benchmarks/bench_tag.py): fp32 gains nothing from batches over 1 once activations are reused
+        # (tune_malloc), and batch 1 keeps memory lowest; bf16 runs ~20% faster at batch 8 than at 1. GPUs want
+        # large batches.
+        cpu_batch = 8 if self.precision == "bf16" else 1
+        self.batch_size = batch_size or (cpu_batch if self.device.type == "cpu" else 64)
+        # Blocks (30 s each) decoded ahead in a background thread while the model runs; 0 decodes in line. By default
+        # only where a core is free for it (a GPU, or more cores than torch threads): on 2 cores with 2 torch threads
+        # the decoder only takes time from the model (benchmarks/bench_tag.py: -3% to -7%; +10% with a free core).
+        if prefetch_blocks is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            spare_core = cores > torch.get_num_threads()
+            prefetch_blocks = 2 if self.device.type != "cpu" or spare_core else 0
         self.prefetch_blocks = prefetch_blocks
 
     @property
