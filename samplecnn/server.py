@@ -69,7 +69,9 @@ class TagService:
         self.waiting = 0
         self.results: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self.lock = threading.Lock()
-        self.tmpdir = tempfile.mkdtemp(prefix="samplecnn-serve-")
+        # removed when the service is collected or the process exits (TemporaryDirectory's finalizer)
+        self._tmp = tempfile.TemporaryDirectory(prefix="samplecnn-serve-")
+        self.tmpdir = self._tmp.name
 
     def executor(self):
         from concurrent.futures import ThreadPoolExecutor

@@ -247,9 +247,10 @@ def test_a_full_queue_answers_503_and_a_stuck_request_504(model):
 # the command
 
 
-def test_samplecnn_serve_binds_loopback_by_default(ckpt_path):
+def test_samplecnn_serve_binds_loopback_by_default(ckpt_path, tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # to see the server's scratch folder come and go
     proc = subprocess.Popen([sys.executable, "-m", "samplecnn", "serve", "--model", str(ckpt_path), "--port", "0"],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
     try:
         url = None
         for line in proc.stderr:
@@ -260,10 +261,12 @@ def test_samplecnn_serve_binds_loopback_by_default(ckpt_path):
         assert url is not None and url.startswith("http://127.0.0.1:"), "no startup line"
         health = httpx.get(f"{url}/healthz", timeout=30).json()
         assert health["status"] == "ok" and health["model"].startswith(Path(ckpt_path).stem + "-")
+        assert len(list(tmp_path.glob("samplecnn-serve-*"))) == 1
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     assert proc.returncode == 0
+    assert not list(tmp_path.glob("samplecnn-serve-*")), "the scratch folder outlived the server"
 
 
 def test_serve_refuses_a_missing_model_in_one_line(capsys, tmp_path):
