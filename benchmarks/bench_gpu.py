@@ -31,25 +31,6 @@ from samplecnn.inference import Tagger  # noqa: E402
 SEG_SECONDS = models.SEGMENT_SAMPLES / models.SAMPLE_RATE
 
 
-def segment_gflop(model: torch.nn.Module) -> float:
-    """Multiply-adds x 2 of one segment's forward pass, counted from the conv and linear layers' shapes."""
-    flops = 0
-
-    def hook(module, inputs, output):
-        nonlocal flops
-        if isinstance(module, torch.nn.Conv1d):
-            flops += 2 * output.numel() * module.in_channels * module.kernel_size[0] // module.groups
-        elif isinstance(module, torch.nn.Linear):
-            flops += 2 * module.in_features * module.out_features * output.shape[0]
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    with torch.no_grad():
-        model(torch.zeros(1, 1, models.SEGMENT_SAMPLES))
-    for h in handles:
-        h.remove()
-    return flops / 1e9
-
-
 def cuda_time(fn, warmup: int = 3, repeats: int = 10) -> float:
     """Seconds per call of fn() on the GPU (CUDA events around `repeats` calls after `warmup`)."""
     for _ in range(warmup):
@@ -164,7 +145,7 @@ def main() -> None:
           f"cuDNN {torch.backends.cudnn.version()}")
     model, info = checkpoint.load(pretrained.resolve("default"))
     model.eval()
-    gflop = segment_gflop(model)
+    gflop = models.segment_gflop(model)
     print(f"default model: {gflop:.2f} GFLOP per {SEG_SECONDS:.2f} s segment")
     print("\n| path | batch | segments/s | x real time | TFLOP/s |\n|---|---:|---:|---:|---:|")
     rows = []

@@ -133,25 +133,6 @@ def matmul_peak_gflops(dtype: torch.dtype, n: int = 4096, repeats: int = 3) -> f
     return 2 * n**3 / min(_timed(lambda: a @ b) for _ in range(repeats)) / 1e9
 
 
-def segment_gflop(model: torch.nn.Module) -> float:
-    """Multiply-adds x 2 of one segment's forward pass, counted from the conv/linear layer shapes."""
-    flops = 0
-
-    def hook(module, inputs, output):
-        nonlocal flops
-        if isinstance(module, torch.nn.Conv1d):
-            flops += 2 * output.numel() * module.in_channels * module.kernel_size[0] // module.groups
-        elif isinstance(module, torch.nn.Linear):
-            flops += 2 * module.in_features * module.out_features * output.shape[0]
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Linear))]
-    with torch.no_grad():
-        model(torch.zeros(1, 1, SEG))
-    for h in handles:
-        h.remove()
-    return flops / 1e9
-
-
 def throughput(fn, x: np.ndarray, seconds: float) -> float:
     """Calls of fn(x) per second, after one warm-up call."""
     fn(x)
@@ -389,7 +370,7 @@ def main() -> None:
 
         fastpath.tune_malloc()  # for the peaks: no page faults in the large outputs
         auto_precision = fastpath.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
-        gflop = segment_gflop(checkpoint.load(ckpt)[0].eval())
+        gflop = models.segment_gflop(checkpoint.load(ckpt)[0].eval())
         mm32, mm16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
         cv32, cv16 = conv_peak_gflops(torch.float32), conv_peak_gflops(torch.bfloat16)
         peak32, peak16 = max(mm32, cv32), max(mm16, cv16)

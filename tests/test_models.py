@@ -101,3 +101,14 @@ def test_build_rejects_unknown_names_and_options():
         models.build("samplecnn", colour="red")
     with pytest.raises(ValueError, match="multi-level"):
         models.build("samplecnn", multi_level=True)
+
+
+def test_segment_gflop_counts_the_3_9_models_convolutions():
+    # by hand: stem 1->128 (k3, stride 3) on 19683 outputs, then conv3 blocks on 19683, 6561, ... 3 positions, the
+    # 1x1 head and the classifier; 2 FLOPs per multiply-add
+    blocks = [(128, 128), (128, 128), (128, 256)] + [(256, 256)] * 5 + [(256, 512)]
+    lengths = [3**9 // 3**i for i in range(9)]
+    expected = 2 * (19683 * 128 * 3 + sum(n * cin * cout * 3 for (cin, cout), n in zip(blocks, lengths))
+                    + 512 * 512 + 512 * 50)
+    assert models.segment_gflop(models.build("samplecnn").eval()) == pytest.approx(expected / 1e9, rel=1e-9)
+    assert expected / 1e9 == pytest.approx(3.456, abs=1e-3)
