@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from samplecnn import audio, checkpoint, fastpath, models  # noqa: E402
-from samplecnn.inference import Tagger, segment_batches  # noqa: E402
+from samplecnn.inference import Tagger
+from samplecnn.segments import segment_batches  # noqa: E402
 
 SEG = models.SEGMENT_SAMPLES
 SR = models.SAMPLE_RATE
@@ -54,12 +55,12 @@ LONG_MP3 = Path(tempfile.gettempdir()) / "samplecnn_bench_2h.mp3"
 # inputs
 
 
-def make_song(path: Path, seconds: float, bit_rate: int = 192_000) -> Path:
+def make_song(path: Path, seconds: float, bit_rate: int = 192_000, seed: int = 0) -> Path:
     """A 44.1 kHz stereo mp3 of something music-like (chords, drums, noise), encoded with PyAV."""
     import av
 
     sr = 44100
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     with av.open(str(path), "w") as out:
         stream = out.add_stream("mp3", rate=sr, layout="stereo")
         stream.bit_rate = bit_rate

@@ -26,7 +26,7 @@ import numpy as np
 import soxr
 
 from .errors import AudioError
-from .models import SAMPLE_RATE
+from .segments import SAMPLE_RATE
 
 __all__ = [
     "AUDIO_EXTENSIONS",

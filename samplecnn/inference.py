@@ -1,11 +1,6 @@
 """Whole-song tagging: stream the audio, cut it into segments, run them in batches, average (as in the papers).
 
-Segmenting rule (documented in the README):
-- segments of `segment_samples` (59049 = 2.678 s at 22050 Hz) start every `hop` samples (hop = one segment: no
-  overlap, as in Lee et al. 2017 and every paper since);
-- a tail shorter than a segment is dropped, as in the papers: it is less than 2.7 s of the song;
-- a song shorter than one segment is zero-padded on the right to one segment (`TagResult.padded` is True), so a
-  one-second jingle still gets tags instead of an error.
+The segmenting rule is in `samplecnn.segments` (and the README).
 """
 
 from __future__ import annotations
@@ -22,6 +17,7 @@ from . import audio, checkpoint, fastpath, pretrained
 from .errors import SampleCNNError
 from .models import SampleCNN
 from .prefetch import prefetch
+from .segments import segment_batches
 
 AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
 
@@ -186,41 +182,6 @@ class _Counter:
         for block in blocks:
             self.n += len(block)
             yield block
-
-
-def segment_batches(blocks: Iterable[np.ndarray], length: int, hop: int, batch_size: int) -> Iterator[np.ndarray]:
-    """Cut a stream of 1-D blocks into (batch, length) arrays of segments starting every `hop` samples.
-
-    Only about one segment plus one block is held at a time, so a 2-hour file streams in constant memory. The tail
-    shorter than `length` is dropped; a stream shorter than one segment yields one zero-padded segment.
-    """
-    pending = np.zeros(0, dtype=np.float32)
-    batch = np.empty((batch_size, length), dtype=np.float32)
-    filled = emitted = skip = 0
-    for block in blocks:
-        block = np.asarray(block, dtype=np.float32)
-        if skip:  # a hop longer than a segment jumps over samples that may span blocks
-            dropped = min(skip, len(block))
-            block, skip = block[dropped:], skip - dropped
-        pending = np.concatenate([pending, block]) if len(pending) else block
-        start = 0
-        while start + length <= len(pending):
-            batch[filled] = pending[start:start + length]
-            filled += 1
-            start += hop
-            if filled == batch_size:
-                yield batch.copy()
-                emitted += filled
-                filled = 0
-        skip += max(0, start - len(pending))
-        pending = pending[start:]
-    if filled:
-        emitted += filled
-        yield batch[:filled].copy()
-    if emitted == 0:
-        padded = np.zeros((1, length), dtype=np.float32)
-        padded[0, :len(pending)] = pending[:length]
-        yield padded
 
 
 def load(name_or_path: str | os.PathLike = "default", device: str | torch.device | None = None,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-SAMPLE_RATE = 22050
-SEGMENT_SAMPLES = 3**10  # 59049
+from . import segments
+
+SAMPLE_RATE, SEGMENT_SAMPLES = segments.SAMPLE_RATE, segments.SEGMENT_SAMPLES  # the input every model takes
 BLOCK_CHANNELS = (128, 128, 256, 256, 256, 256, 256, 256, 512)
 
 # name -> the config that defines it; `build(name, **overrides)` merges overrides on top.

@@ -29,7 +29,7 @@ from . import checkpoint, metrics, models
 from .data import Cache
 from .errors import SampleCNNError
 from .fileio import atomic_path
-from .inference import segment_batches
+from .segments import segment_batches
 
 SEG = models.SEGMENT_SAMPLES
 

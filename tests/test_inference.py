@@ -8,7 +8,7 @@ import torch
 import samplecnn
 from samplecnn import checkpoint
 from samplecnn.errors import AudioError, SampleCNNError
-from samplecnn.inference import segment_batches
+from samplecnn.segments import segment_batches
 
 from conftest import SEG, SR, music_like, write_checkpoint
 

@@ -65,7 +65,7 @@ def run(tasks, results, sample_rate: int, segment_samples: int, chunk: int, pare
 def _segments(path: str, sample_rate: int, segment_samples: int, chunk: int, decoded: list):
     """Arrays of at most `chunk` segments, cut as Tagger.tag cuts them; decoded[0] counts the samples."""
     from .. import audio
-    from ..inference import segment_batches
+    from ..segments import segment_batches
 
     def counted(blocks):
         for block in blocks:
