@@ -27,36 +27,10 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def make_mp3(path: Path, seconds: float) -> Path:
-    import av
-
-    sr = 44100
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * sr)) / sr
-    chord = sum(0.1 * np.sin(2 * np.pi * f * t) for f in (220, 277, 330))
-    drums = np.exp(-30 * (t % 0.5)) * rng.standard_normal(len(t)) * 0.3
-    x = np.stack([chord + drums, chord - drums]).astype(np.float32)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mp3", rate=sr, layout="stereo")
-        stream.bit_rate = 192_000
-        for i in range(0, x.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i:i + 4096]), format="fltp", layout="stereo")
-            frame.sample_rate = sr
-            frame.pts = i
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from bench_index_memory import rss_mb  # noqa: E402
+from bench_tag import make_song  # noqa: E402
 
 
 class MemorySampler(threading.Thread):
@@ -95,7 +69,7 @@ def main() -> int:
             model = str(Path(tmp) / "model.safetensors")
             subprocess.run([sys.executable, "-m", "samplecnn", "init", "samplecnn", model], check=True,
                            stdout=subprocess.DEVNULL, cwd=ROOT)
-        song = make_mp3(Path(tmp) / "song.mp3", args.seconds).read_bytes()
+        song = make_song(Path(tmp) / "song.mp3", args.seconds).read_bytes()
         proc, url = start_server(model)
         try:
             return run_load(proc, url, song, args)
