@@ -233,7 +233,8 @@ def main(argv: list[str]) -> None:
                          check=True).stdout.split()
     imported, first, half, peak, secs, wall = map(float, out)
     print(f"\nstreaming {long.name} ({minutes:.0f} min, {long.stat().st_size / 1e6:.1f} MB) through stream() in a "
-          f"fresh process, 30-s blocks, none kept:\n  peak RSS {imported:.0f} MB after imports (PyAV, soxr, NumPy; no torch), "
+          f"fresh process, 30-s blocks, none kept:\n  peak RSS {imported:.0f} MB after imports "
+          f"(PyAV, soxr, NumPy; no torch), "
           f"{first:.0f} MB after the first block, {half:.0f} MB halfway, {peak:.0f} MB at the end "
           f"(+{peak - first:.1f} MB) for {secs / 60:.1f} min decoded at {secs / wall:.0f}x real time;\n  load() would hold "
           f"{secs * SR * 4 / 1e6:.0f} MB of samples")
