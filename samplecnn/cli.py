@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_models)
 
     p = sub.add_parser("info", help="print a checkpoint's metadata")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="registered model name (e.g. default) or checkpoint path")
     p.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
     p.set_defaults(run=_cmd_info)
 
@@ -399,8 +399,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import checkpoint, models
+    from . import checkpoint, models, pretrained
 
+    args.checkpoint = pretrained.resolve(args.checkpoint)
     info = checkpoint.read_info(args.checkpoint)
     if args.json:
         print(json.dumps(info.to_json(), indent=1))

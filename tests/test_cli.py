@@ -115,6 +115,8 @@ def test_models_info_and_init(capsys, tmp_path):
     assert "architecture rese2" in out and "multi_level=True" in out and "kick, snare, hat" in out
     code, out, _ = run(capsys, "info", path, "--json")
     assert json.loads(out)["tags"] == ["kick", "snare", "hat"]
+    code, out, _ = run(capsys, "info", "default")  # a registered name works wherever a checkpoint path does
+    assert code == 0 and "architecture samplecnn" in out and "1,869,874 trainable" in out
     code, _, err = run(capsys, "init", "rese2", path)
     assert code == 1 and "already exists" in err
     code, _, err = run(capsys, "init", "transformer", tmp_path / "x.safetensors")
