@@ -274,14 +274,14 @@ class Run:
             _plot_curves(self.out)
             self._log(f"epoch {p.epoch}: valid loss {result['loss']:.4f}, ROC-AUC {result['roc_auc']:.4f}, "
                       f"PR-AUC {result['pr_auc']:.4f}{' (best)' if improved else ''}")
-        if stage_over and p.stage + 1 < len(stages):
+        if p.epoch >= self.max_epochs or (stage_over and p.stage + 1 == len(stages)):
+            p.done = True  # the epoch cap wins over a stage change that falls on the same epoch
+        elif stage_over:
             p.stage, p.stage_epochs, p.bad_epochs = p.stage + 1, 0, 0
             self.model.load_state_dict(self.best_state)  # restart from the best weights at the next rate
             self.optimizer = self._optimizer(stages[p.stage])
             self._log(f"stage {p.stage + 1}/{len(stages)}: {stages[p.stage].optimizer} lr {stages[p.stage].lr:g}, "
                       f"restarted from the best weights")
-        elif stage_over or p.epoch >= self.max_epochs:
-            p.done = True
 
     @torch.inference_mode()
     def predict(self, clips: np.ndarray, max_segments: int | None = None) -> tuple[np.ndarray, float]:

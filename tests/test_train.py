@@ -145,6 +145,18 @@ def test_bf16_autocast_training_runs_on_the_cpu(mtat_cache, tmp_path):
     assert np.isfinite(record["valid_loss"]) and 0 <= record["valid_roc_auc"] <= 1
 
 
+def test_the_epoch_cap_stops_a_run_even_when_a_stage_ends_on_that_epoch(mtat_cache, tmp_path, monkeypatch):
+    from samplecnn import train
+
+    two_stages = dict(train.RECIPES["paper"], stages=[train.Stage("sgd", 0.01, 1), train.Stage("sgd", 0.002, 1)])
+    monkeypatch.setitem(train.RECIPES, "paper", two_stages)
+    run = tmp_path / "capped"
+    assert _train(mtat_cache, run, "--recipe", "paper", "--epochs", "1", "--width", "0.125") == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1]  # stage 1 ended at epoch 1 too: no epoch 2 at the next rate
+    assert checkpoint.read_info(run / "model.safetensors").provenance["epochs"] == 1
+
+
 def test_epoch_repeats_visit_every_clip_k_times_with_different_crops(mtat_cache, tmp_path):
     from samplecnn.train import Run, TrainConfig
 
