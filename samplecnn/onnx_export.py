@@ -83,7 +83,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
     """The samplecnn metadata of an exported file, with the JSON values decoded (via onnxruntime, no onnx needed)."""
     import onnxruntime as ort
 
-    props = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    props = session.get_modelmeta().custom_metadata_map
     out = dict(props)
     for key in ("config", "tags", "thresholds", "provenance"):
         if key in out:

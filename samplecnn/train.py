@@ -98,7 +98,8 @@ class Run:
             torch.cuda.set_device(self.device)
         if cfg.amp == "auto":  # GPU runs use mixed precision; on a CPU bf16 is an explicit choice
             cuda = self.device.type == "cuda"
-            cfg = dataclasses.replace(cfg, amp=("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "none")
+            gpu_amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp16"
+            cfg = dataclasses.replace(cfg, amp=gpu_amp if cuda else "none")
             self.cfg = cfg
         self.out = Path(cfg.out)
         self.cache = Cache(cfg.data)
