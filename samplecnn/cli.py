@@ -143,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="DIR")
     p.add_argument("--db", required=True, metavar="LIBRARY.sqlite", help="library database (created if missing)")
     p.add_argument("--model", default="default", help="registered model name or checkpoint path (default: %(default)s)")
-    p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4)")
+    p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4; "
+                                                 "16 with a GPU)")
     p.add_argument("--batch-size", type=int, help="segments per forward pass (default on CPU: 1, 8 in bf16; GPU: 64)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")

@@ -462,3 +462,13 @@ def test_write_tags_keeps_an_existing_field_value_for_undo_and_skips_changed_fil
     wav.write_text("text")
     with pytest.raises(samplecnn.SampleCNNError, match="not supported"):
         tagwrite.read_field(wav)
+
+
+def test_default_decoder_count_leaves_a_core_and_grows_with_a_gpu(monkeypatch):
+    from samplecnn.library import index as index_module
+
+    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 16)
+    assert index_module.default_workers("cpu") == 4  # the model is the bottleneck on a CPU
+    assert index_module.default_workers("cuda") == 15  # decoding is, beside a GPU
+    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 2)
+    assert index_module.default_workers("cpu") == index_module.default_workers("cuda") == 1
