@@ -13,7 +13,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from . import audio, checkpoint, fastpath, pretrained
+from . import audio, checkpoint, devices, fastpath, pretrained
 from .errors import SampleCNNError
 from .models import SampleCNN
 from .prefetch import prefetch
@@ -83,7 +83,7 @@ class Tagger:
     def __init__(self, model: SampleCNN, info: checkpoint.ModelInfo, name: str | None = None,
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  precision: str | None = "auto", prefetch_blocks: int | None = None):
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = devices.resolve(device)
         self.precision = fastpath.resolve_precision(precision, info.provenance, self.device)
         if self.device.type == "cpu":
             fastpath.tune_malloc()  # 2x on CPU: activations are reused, not page-faulted in anew per segment

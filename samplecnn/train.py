@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import checkpoint, metrics, models
+from . import checkpoint, devices, metrics, models
 from .data import Cache
 from .errors import SampleCNNError
 from .fileio import atomic_path
@@ -93,7 +93,7 @@ class Run:
         self.cfg = cfg
         self.recipe = RECIPES[cfg.recipe]
         self.rank, self.world = _init_distributed()
-        self.device = torch.device(cfg.device or (f"cuda:{_local_rank()}" if torch.cuda.is_available() else "cpu"))
+        self.device = devices.resolve(cfg.device, local_rank=_local_rank())
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.amp == "auto":  # GPU runs use mixed precision; on a CPU bf16 is an explicit choice

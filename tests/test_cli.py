@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from samplecnn.cli import main
 
@@ -134,3 +135,11 @@ def test_console_script_runs_as_a_program(songs, ckpt_path):
     proc = subprocess.run([sys.executable, "-m", "samplecnn", "tag", songs / "missing.ogg", "--model", ckpt_path],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 2 and "Traceback" not in proc.stderr
+
+
+def test_a_bad_device_is_one_line_not_a_traceback(capsys, songs, ckpt_path):
+    code, _, err = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--device", "bogus")
+    assert code == 1 and "unknown device 'bogus'" in err and len(err.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        code, _, err = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--device", "cuda")
+        assert code == 1 and "no CUDA GPU is available here" in err and "Traceback" not in err
