@@ -108,19 +108,18 @@ def training_rows(n_tags: int, gflop: float, batches: list[int]) -> list[dict]:
     return rows
 
 
-def song_rows(files: list[str]) -> dict:
+def song_rows(model, info, files: list[str]) -> dict:
     out = {}
     t0 = time.perf_counter()
     decoded = sum(len(audio.load(f)) for f in files) / models.SAMPLE_RATE
     out["decode_x_rt"] = decoded / (time.perf_counter() - t0)
     for precision in ("fp32", "bf16"):
-        tagger = Tagger(*checkpoint.load(pretrained.resolve("default")), device="cuda", precision=precision)
+        tagger = Tagger(model, info, device="cuda", precision=precision)  # Tagger folds a copy: `model` stays
         tagger.tag(files[0])  # warm-up: cuDNN picks its algorithms
         t0 = time.perf_counter()
         for f in files:
             tagger.tag(f)
         out[f"tag_{precision}_x_rt"] = decoded / (time.perf_counter() - t0)
-    model, info = checkpoint.load(pretrained.resolve("default"))
     check = fastpath.verify_bf16(model, info, files, device="cuda")
     out.update({"audio_seconds": round(decoded, 1), "bf16_max_score_diff": check["max_score_diff"],
                 "bf16_max_segment_diff": check["max_segment_diff"], "bf16_top5_same": check["top5_same"],
@@ -160,7 +159,7 @@ def main() -> None:
         args.no_compile = True
     emit(inference_rows(model, gflop, [int(b) for b in args.batches.split(",") if b]))
     torch.backends.cudnn.benchmark = False  # as `samplecnn tag` runs: autotuning each file's tail batch costs more
-    songs = song_rows(args.audio) if args.audio else {}
+    songs = song_rows(model, info, args.audio) if args.audio else {}
     torch.backends.cudnn.benchmark = True
     if songs:
         print("whole songs:", json.dumps(songs))

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+_BATCH_HELP = "segments per forward pass (default on CPU: 1, 8 in bf16; GPU: 64; see inference.Tagger)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="samplecnn", description="Music auto-tagging from the raw waveform.")
     parser.add_argument("--version", action="version", version=f"samplecnn {_version()}")
@@ -47,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--taggram", metavar="OUT", help="write a taggram PNG (a folder of PNGs when tagging several files)")
     p.add_argument("--hop", type=float, metavar="S", help="seconds between segment starts (default: one segment, "
                                                           "no overlap)")
-    p.add_argument("--batch-size", type=int, help="segments per forward pass (default on CPU: 1, 8 in bf16; GPU: 64)")
+    p.add_argument("--batch-size", type=int, help=_BATCH_HELP)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 only where the hardware has it and the checkpoint records bf16 was verified on "
@@ -145,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="registered model name or checkpoint path (default: %(default)s)")
     p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4; "
                                                  "16 with a GPU)")
-    p.add_argument("--batch-size", type=int, help="segments per forward pass (default on CPU: 1, 8 in bf16; GPU: 64)")
+    p.add_argument("--batch-size", type=int, help=_BATCH_HELP)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")
     p.add_argument("--prune", action="store_true", help="remove tracks whose files are gone from the library")
@@ -402,15 +405,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoint, models, pretrained
 
-    args.checkpoint = pretrained.resolve(args.checkpoint)
-    info = checkpoint.read_info(args.checkpoint)
-    if args.json:
-        print(json.dumps(info.to_json(), indent=1))
+    path = pretrained.resolve(args.checkpoint)
+    if args.json:  # the header alone: no weights read
+        print(json.dumps(checkpoint.read_info(path).to_json(), indent=1))
         return 0
-    model, _ = checkpoint.load(args.checkpoint)
+    model, info = checkpoint.load(path)
     trainable, running = models.count_parameters(model)
     config = ", ".join(f"{k}={v}" for k, v in info.config.items())
-    print(f"checkpoint   {args.checkpoint}")
+    print(f"checkpoint   {path}")
     print(f"architecture {info.arch} ({config})")
     print(f"parameters   {trainable:,} trainable + {running:,} BatchNorm statistics")
     print(f"audio        {info.sample_rate} Hz, segments of {info.segment_samples} samples "

@@ -97,9 +97,11 @@ class Run:
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.amp == "auto":  # GPU runs use mixed precision; on a CPU bf16 is an explicit choice
-            cuda = self.device.type == "cuda"
-            gpu_amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp16"
-            cfg = dataclasses.replace(cfg, amp=gpu_amp if cuda else "none")
+            if self.device.type == "cuda":
+                amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            else:
+                amp = "none"
+            cfg = dataclasses.replace(cfg, amp=amp)
             self.cfg = cfg
         self.out = Path(cfg.out)
         self.cache = Cache(cfg.data)

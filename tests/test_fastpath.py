@@ -149,10 +149,17 @@ def test_verification_is_recorded_and_then_used_by_auto(tmp_path, monkeypatch):
     assert "per_file" not in stored  # no local paths in a checkpoint
     checkpoint.save(ckpt, model, info, overwrite=True)
 
+    assert checkpoint.read_info(ckpt).provenance["bf16_verified"] == stored  # it survives the file
+
     monkeypatch.setattr(fastpath, "fast_bf16", lambda device="cpu": True)
     passed = result["max_score_diff"] <= 0.01 and result["top5_same"]
     assert samplecnn.load(ckpt).precision == ("bf16" if passed else "fp32")
     assert samplecnn.load(ckpt, precision="fp32").precision == "fp32"
+    # both outcomes through the file, whatever this run measured
+    for top5_same, expected in ((True, "bf16"), (False, "fp32")):
+        fastpath.record_bf16_verification(info, {**result, "max_score_diff": 0.002, "top5_same": top5_same})
+        checkpoint.save(ckpt, model, info, overwrite=True)
+        assert samplecnn.load(ckpt).precision == expected
 
 
 def test_untrained_checkpoints_run_fp32_by_default(ckpt_path):
@@ -244,7 +251,12 @@ def test_prefetched_tagging_reports_a_silent_file(tmp_path, ckpt_path):
     assert not [t for t in threading.enumerate() if t.name == "samplecnn-prefetch"]
 
 
-def test_malloc_tuning_can_be_switched_off(monkeypatch):
+def test_malloc_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
+    import platform
+    import sys
+
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert fastpath.tune_malloc.__wrapped__() is True  # mallopt accepted both thresholds
     monkeypatch.setenv("SAMPLECNN_NO_MALLOC_TUNING", "1")
     assert fastpath.tune_malloc.__wrapped__() is False
 
