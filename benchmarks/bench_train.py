@@ -1,17 +1,28 @@
-"""Training throughput (segments/s) of the SampleCNN family on this machine, fp32 and bf16 autocast.
+"""Training throughput (segments/s) on this machine: the student's step per layout and precision, the teacher, and
+the whole distillation step (augmented views + online teacher + student), side by side in one run.
 
-    .venv/bin/python benchmarks/bench_train.py [--archs samplecnn] [--batches 16,23] [--seconds 20]
+    .venv/bin/python benchmarks/bench_train.py [--data CACHE] [--seconds 15] [--widths 1,0.5]
 
-Forward + backward + SGD-Nesterov step with BCE, exactly what `samplecnn train` does per step, on random
-segments (speed does not depend on the data). Compare with benchmarks/bench_cache.py: the data path must be at least
-10x faster than this so it never starves the model. Run it alone: two heavy jobs on two cores spoil every timing.
+Rows:
+- student step: forward + backward + AdamW with BCE on random segments (speed does not depend on the data), per
+  layout (conv1d, planar = height-1 Conv2d in channels-last memory), precision and batch size;
+- teacher: MTT_musicnn + MTT_vgg labelling 47,680-sample 16-kHz windows (samplecnn.teachers.ensemble);
+- distillation step: what `samplecnn train --teacher both --recipe cosine --amp bf16` runs per step, views from
+  CACHE (a prepared cache; skipped without --data).
+
+Run it alone: two heavy jobs on two cores spoil every timing. The CPU's model and flags are printed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import re
+import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,21 +31,19 @@ from samplecnn import models
 SEG = models.SEGMENT_SAMPLES
 
 
-def throughput(arch: str, batch: int, amp: str, seconds: float) -> float:
-    torch.manual_seed(0)
-    model = models.build(arch).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    x, y = torch.randn(batch, 1, SEG), (torch.rand(batch, 50) < 0.1).float()
+def cpu_description() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    name = re.search(r"model name\s*:\s*(.*)", text)
+    flags = sorted(set(re.findall(r"\b(amx\w*|avx512_bf16|avx512_vnni|avx512f)\b", text)))
+    return f"{name.group(1) if name else 'unknown CPU'}; flags: {', '.join(flags) or 'no AVX-512/AMX'}"
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
-            logits = model(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
 
-    step()  # warm-up
+def timed(step, batch: int, seconds: float) -> float:
+    step()
+    step()  # warm-up: oneDNN picks and caches its kernels
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
@@ -42,20 +51,69 @@ def throughput(arch: str, batch: int, amp: str, seconds: float) -> float:
     return n / (time.perf_counter() - start)
 
 
+def student_step(width: float, planar: bool, amp: bool, batch: int):
+    torch.manual_seed(0)
+    model = models.build("samplecnn", width=width).train()
+    model.planar = planar
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, 1, SEG), torch.rand(batch, 50)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def teacher_step(batch: int):
+    from samplecnn.teachers.ensemble import TeacherEnsemble
+
+    teacher = TeacherEnsemble(("MTT_musicnn", "MTT_vgg"), list(range(50)))
+    # real-music-like input matters: the teachers' speed depends on the values (sparsity after ReLU)
+    t = np.arange(47680) / 16000
+    rng = np.random.default_rng(0)
+    windows = torch.from_numpy(np.stack([
+        (0.3 * np.sin(2 * np.pi * rng.uniform(100, 1000) * t) * (1 + np.sin(2 * np.pi * 2 * t))
+         + 0.05 * rng.standard_normal(len(t))).astype(np.float32) for _ in range(batch)]))
+    return lambda: teacher.probabilities(windows)
+
+
+def distill_step(data: str, width: float, batch: int):
+    from samplecnn.train import Run, TrainConfig
+
+    run = Run(TrainConfig(data=data, out=tempfile.mkdtemp(prefix="bench-train-"), recipe="cosine", teacher="both",
+                          amp="bf16", width=width, batch_size=batch))
+    counter = iter(range(10**9))
+    return lambda: run.step(*run.batch(next(counter), 0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", default="samplecnn")
-    parser.add_argument("--batches", default="16,23")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--data", help="a prepared cache for the distillation-step rows")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--widths", default="1,0.5")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| model | batch | fp32 segments/s | bf16 segments/s | bf16 / fp32 |")
-    print("|---|---|---|---|---|")
-    for arch in args.archs.split(","):
-        for batch in map(int, args.batches.split(",")):
-            fp32 = throughput(arch, batch, "none", args.seconds)
-            bf16 = throughput(arch, batch, "bf16", args.seconds)
-            print(f"| {arch} | {batch} | {fp32:.1f} | {bf16:.1f} | {bf16 / fp32:.2f}x |")
+    widths = [float(w) for w in args.widths.split(",")]
+    print(f"{cpu_description()}\ntorch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print("| what | width | layout | precision | batch | segments/s |")
+    print("|---|---|---|---|---|---|")
+    rows = [("student step", 1.0, "conv1d", "fp32", 16), ("student step", 1.0, "conv1d", "bf16", 16),
+            ("student step", 1.0, "planar", "fp32", 16), ("student step", 1.0, "planar", "bf16", 16),
+            ("student step", 1.0, "planar", "bf16", 8), ("student step", 1.0, "planar", "bf16", 32)]
+    rows += [("student step", w, "planar", "bf16", 16) for w in widths if w != 1.0]
+    for what, width, layout, precision, batch in rows:
+        rate = timed(student_step(width, layout == "planar", precision == "bf16", batch), batch, args.seconds)
+        print(f"| {what} | {width:g} | {layout} | {precision} | {batch} | {rate:.1f} |", flush=True)
+    rate = timed(teacher_step(16), 16, args.seconds)
+    print(f"| teacher (musicnn fp32 + vgg bf16) | - | - | mixed | 16 | {rate:.1f} |", flush=True)
+    if args.data:
+        for width in widths:
+            rate = timed(distill_step(args.data, width, 16), 16, args.seconds)
+            print(f"| distillation step (views + teacher + student) | {width:g} | planar | bf16 | 16 | {rate:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

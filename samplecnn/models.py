@@ -9,6 +9,7 @@ using raw waveforms"); the `seed` preset is the original Keras notebook's layer 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import segments
@@ -31,6 +32,51 @@ ARCHITECTURES: dict[str, dict] = {
 }
 
 
+# -- layers that run in either layout ------------------------------------------------------------------------------
+# A model computes on (batch, channels, time) by default. With `model.planar = True` the same weights run on
+# (batch, channels, 1, time) tensors in channels-last memory: height-1 Conv2d, which is what oneDNN's fastest CPU
+# kernels (AMX, and bf16 generally) take; the Conv1d path does not reach them. Parameters keep their Conv1d shapes,
+# so checkpoints, BatchNorm folding and ONNX export see one model either way.
+
+
+class Conv(nn.Conv1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and self.in_channels == 1:
+            return self._waveform_frames(x)
+        if x.dim() == 4:
+            return F.conv2d(x, self.weight.unsqueeze(2), self.bias, (1, self.stride[0]), (0, self.padding[0]))
+        return super().forward(x)
+
+    def _waveform_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer on the waveform as (frames of k samples) @ kernels: the result comes out channels-last,
+        where a conv would give NCHW (one input channel makes the layouts ambiguous) and converting that costs more
+        than the layer itself."""
+        wave = x.reshape(x.shape[0], -1)
+        if self.padding[0]:
+            wave = F.pad(wave, (self.padding[0], self.padding[0]))
+        frames = wave.unfold(1, self.kernel_size[0], self.stride[0])             # (B, L_out, k)
+        y = torch.addmm(self.bias, frames.reshape(-1, frames.shape[-1]), self.weight.view(self.out_channels, -1).t())
+        return y.view(x.shape[0], -1, self.out_channels).transpose(1, 2).unsqueeze(2)  # (B, C, 1, L_out)
+
+
+class BatchNorm(nn.BatchNorm1d):
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 3, 4):
+            raise ValueError(f"expected a 2-, 3- or 4-D input, got {x.dim()}-D")
+
+
+class MaxPool(nn.MaxPool1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return F.max_pool2d(x, (1, self.kernel_size), (1, self.stride))
+        return super().forward(x)
+
+
+def _over_time(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, ..., T) -> (B, C, T'): the time axis alone, whichever layout."""
+    return x.flatten(2)
+
+
 class SqueezeExcitation(nn.Module):
     """Channel gates from the global average: Dense(C*ratio, ReLU) -> Dense(C, sigmoid). Ratio 16 *expands*."""
 
@@ -42,7 +88,8 @@ class SqueezeExcitation(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.excite(x.mean(dim=-1)).unsqueeze(-1)
+        gates = self.excite(_over_time(x).mean(dim=-1))
+        return x * gates.view(*gates.shape, *([1] * (x.dim() - 2)))
 
 
 class BasicBlock(nn.Module):
@@ -50,9 +97,9 @@ class BasicBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, bn_eps: float, ratio: int = 0):
         super().__init__()
-        self.conv = nn.Conv1d(c_in, c_out, 3, padding=1)
-        self.bn = nn.BatchNorm1d(c_out, eps=bn_eps)
-        self.pool = nn.MaxPool1d(3)
+        self.conv = Conv(c_in, c_out, 3, padding=1)
+        self.bn = BatchNorm(c_out, eps=bn_eps)
+        self.pool = MaxPool(3)
         self.se = SqueezeExcitation(c_out, ratio) if ratio else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,15 +113,15 @@ class ReSEBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, bn_eps: float, ratio: int):
         super().__init__()
-        self.conv1 = nn.Conv1d(c_in, c_out, 3, padding=1)
-        self.bn1 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.conv1 = Conv(c_in, c_out, 3, padding=1)
+        self.bn1 = BatchNorm(c_out, eps=bn_eps)
         self.drop = nn.Dropout(0.2)
-        self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=1)
-        self.bn2 = nn.BatchNorm1d(c_out, eps=bn_eps)
+        self.conv2 = Conv(c_out, c_out, 3, padding=1)
+        self.bn2 = BatchNorm(c_out, eps=bn_eps)
         self.se = SqueezeExcitation(c_out, ratio) if ratio else None
         self.shortcut = (nn.Identity() if c_in == c_out else
-                         nn.Sequential(nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out, eps=bn_eps)))
-        self.pool = nn.MaxPool1d(3)
+                         nn.Sequential(Conv(c_in, c_out, 1), BatchNorm(c_out, eps=bn_eps)))
+        self.pool = MaxPool(3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(self.drop(torch.relu(self.bn1(self.conv1(x))))))
@@ -95,11 +142,11 @@ class SampleCNN(nn.Module):
         channels = tuple(max(1, round(c * width)) for c in (128, *BLOCK_CHANNELS))
         top = channels[-1]
         if stem == "strided":  # 59049 -> 19683 samples, no pooling
-            self.stem = nn.Sequential(nn.Conv1d(1, channels[0], 3, stride=3), nn.BatchNorm1d(channels[0], eps=bn_eps),
+            self.stem = nn.Sequential(Conv(1, channels[0], 3, stride=3), BatchNorm(channels[0], eps=bn_eps),
                                       nn.ReLU())
         elif stem == "conv_pool":  # the notebook's first layer: 'same' conv at full rate, then pool
-            self.stem = nn.Sequential(nn.Conv1d(1, channels[0], 3, padding=1), nn.BatchNorm1d(channels[0], eps=bn_eps),
-                                      nn.ReLU(), nn.MaxPool1d(3))
+            self.stem = nn.Sequential(Conv(1, channels[0], 3, padding=1), BatchNorm(channels[0], eps=bn_eps),
+                                      nn.ReLU(), MaxPool(3))
         else:
             raise ValueError(f"unknown stem {stem!r}")
 
@@ -120,17 +167,18 @@ class SampleCNN(nn.Module):
             raise ValueError("multi-level aggregation needs head='dense'")
         self.head_kind = head
         if head == "conv":  # Conv1d(512, k1) + BN + ReLU on the single remaining time step
-            self.head = nn.Sequential(nn.Conv1d(top, top, 1), nn.BatchNorm1d(top, eps=bn_eps), nn.ReLU())
+            self.head = nn.Sequential(Conv(top, top, 1), BatchNorm(top, eps=bn_eps), nn.ReLU())
             self.embed_dim = top
         elif head == "dense":  # global max pool (of the last three blocks if multi-level) -> Dense -> BN -> ReLU
             self.embed_dim = sum(channels[-3:]) if multi_level else top
             self.head = nn.Sequential(nn.Linear(self.embed_dim, self.embed_dim),
-                                      nn.BatchNorm1d(self.embed_dim, eps=bn_eps), nn.ReLU())
+                                      BatchNorm(self.embed_dim, eps=bn_eps), nn.ReLU())
         else:
             raise ValueError(f"unknown head {head!r}")
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.embed_dim, n_tags)
         self._init_weights(init)
+        self.planar = False  # see the layer classes above; a run-time choice, not part of the checkpoint
 
     def _init_weights(self, init: str) -> None:
         fill = {"he_uniform": lambda w: nn.init.kaiming_uniform_(w, nonlinearity="relu"),
@@ -142,6 +190,8 @@ class SampleCNN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features: 512-d, or 1024-d with multi-level aggregation."""
+        if self.planar and x.dim() == 3:
+            x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         levels = []
         for block in self.blocks:
@@ -149,7 +199,7 @@ class SampleCNN(nn.Module):
             levels.append(x)
         if self.head_kind == "conv":
             return self.head(x).flatten(1)
-        pooled = [h.amax(dim=-1) for h in (levels[-3:] if self.multi_level else levels[-1:])]
+        pooled = [_over_time(h).amax(dim=-1) for h in (levels[-3:] if self.multi_level else levels[-1:])]
         return self.head(torch.cat(pooled, dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,20 @@ def _bn(channels: int, dims: int) -> nn.Module:
     return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(channels, eps=BN_EPS)
 
 
+def _bn_relu_max_over_mel(y: torch.Tensor, bn: nn.Module) -> torch.Tensor:
+    """bn(relu(y)).amax(dim=3) for (B, C, T, M) conv outputs, reducing first.
+
+    ReLU and an eval-mode BatchNorm are monotonic per channel (increasing where gamma >= 0, decreasing where it is
+    negative), so the maximum over mel of bn(relu(y)) is bn(relu(max)) or bn(relu(min)): the same numbers, with the
+    ReLU and BatchNorm run on 1/M of the data. This is most of the teacher's time otherwise."""
+    if bn.training:
+        return bn(F.relu(y)).amax(dim=3)
+    y = y.contiguous()
+    increasing = (bn.weight >= 0).view(1, -1, 1)
+    picked = torch.where(increasing, y.amax(dim=3), y.amin(dim=3))
+    return F.batch_norm(F.relu(picked), bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+
+
 class _TimbralBlock(nn.Module):
     """Conv over (time x mel) with the time axis padded (k-1)/2 each side, mel 'valid'; ReLU, BN, max over mel."""
 
@@ -135,7 +149,7 @@ class _TimbralBlock(nn.Module):
         self.bn = _bn(filters, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:      # (B, 1, T, 96) -> (B, filters, T)
-        return self.bn(F.relu(self.conv(x))).amax(dim=3)
+        return _bn_relu_max_over_mel(self.conv(x), self.bn)
 
 
 class _TemporalBlock(nn.Module):
@@ -148,7 +162,7 @@ class _TemporalBlock(nn.Module):
         self.bn = _bn(filters, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:      # (B, 1, T, 96) -> (B, filters, T)
-        return self.bn(F.relu(self.conv(F.pad(x, (0, 0, *self.pad))))).amax(dim=3)
+        return _bn_relu_max_over_mel(self.conv(F.pad(x, (0, 0, *self.pad))), self.bn)
 
 
 class _MidBlock(nn.Module):

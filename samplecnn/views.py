@@ -1,0 +1,119 @@
+"""Augmented training views for distillation: what the student hears, and the very same audio for the teacher.
+
+Consistent teaching (Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and consistent"): the
+teacher labels exactly the augmented audio the student is trained on, with mixing applied before both of them, rather
+than the student learning fixed labels of fixed crops. So a view is one window of audio, built at 22050 Hz from a
+random place in the corpus and then augmented (speed, mix, filter, gain); the student gets its 59049-sample crop from
+the middle and the teacher gets the whole window resampled to 16 kHz, long enough for one 187-frame musicnn patch
+that contains the student's crop.
+
+Every random choice comes from numpy's generator seeded with (seed, step, row): a batch is a pure function of its
+step, so an interrupted run resumes to the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import soxr
+from scipy import signal
+
+from .data import Cache
+from .segments import SAMPLE_RATE, SEGMENT_SAMPLES
+
+__all__ = ["Augment", "ViewSampler", "WINDOW", "TEACHER_WINDOW", "TEACHER_RATE", "PAD"]
+
+TEACHER_RATE = 16000
+# 22050 / 16000 = 441 / 320: a window of whole 441-sample units resamples to whole 320-sample units, exactly.
+WINDOW = 441 * 149            # 65,709 samples = 2.980 s at 22050 Hz: the teacher's window ...
+TEACHER_WINDOW = 320 * 149    # ... = 47,680 samples at 16 kHz, which give 1 + 47680 // 256 = 187 log-mel frames
+PAD = 441 * 2                 # context read on both sides so that filters and resamplers settle before the window
+TEACHER_PAD = PAD * TEACHER_RATE // SAMPLE_RATE
+CROP_AT = PAD + (WINDOW - SEGMENT_SAMPLES) // 2   # the student's crop sits in the middle of the window
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+    """Probabilities and ranges of the augmentations; every one is applied to audio that the teacher then hears.
+
+    Defaults are moderate on purpose: the teacher must still hear music it knows (MTAT-like levels and spectra).
+    """
+
+    p_speed: float = 0.5
+    max_speed: float = 0.06                    # +-6 % speed: tempo and pitch together (about one semitone)
+    p_mix: float = 0.5
+    mix_db: tuple[float, float] = (-12.0, 0.0)  # level of the second track relative to the first
+    p_filter: float = 0.4
+    gain_db: tuple[float, float] = (-12.0, 3.0)
+
+    @classmethod
+    def none(cls) -> "Augment":
+        return cls(p_speed=0.0, p_mix=0.0, p_filter=0.0, gain_db=(0.0, 0.0))
+
+
+class ViewSampler:
+    """Batches of (student crops, teacher windows) drawn from the training clips of a cache.
+
+    A clip is drawn with probability proportional to its length (every second of music is equally likely), and the
+    window's position uniformly inside it.
+    """
+
+    def __init__(self, cache: Cache, clips: np.ndarray, seed: int, augment: Augment = Augment()):
+        self.cache, self.clips, self.seed, self.augment = cache, np.asarray(clips), seed, augment
+        lengths = cache.lengths[self.clips].astype(np.float64)
+        self.weights = lengths / lengths.sum()
+
+    def batch(self, step: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(size, 59049) float32 student crops at 22050 Hz and (size, 47680) float32 teacher windows at 16 kHz."""
+        student = np.empty((size, SEGMENT_SAMPLES), dtype=np.float32)
+        teacher = np.empty((size, TEACHER_WINDOW), dtype=np.float32)
+        for row in range(size):
+            rng = np.random.default_rng([self.seed, step, row])
+            window = self.view(rng)
+            student[row] = window[CROP_AT:CROP_AT + SEGMENT_SAMPLES]
+            teacher[row] = soxr.resample(window, SAMPLE_RATE, TEACHER_RATE, "HQ")[
+                TEACHER_PAD:TEACHER_PAD + TEACHER_WINDOW]
+        return student, teacher
+
+    def view(self, rng: np.random.Generator) -> np.ndarray:
+        """One augmented window with PAD samples of context on each side, float32 at 22050 Hz."""
+        a = self.augment
+        speed = 1.0 + rng.uniform(-a.max_speed, a.max_speed) if rng.random() < a.p_speed else 1.0
+        x = self._read(rng, speed)
+        if rng.random() < a.p_mix:
+            x = x + self._read(rng, 1.0) * np.float32(10 ** (rng.uniform(*a.mix_db) / 20))
+        if rng.random() < a.p_filter:
+            x = _random_filter(x, rng)
+        x = x * np.float32(10 ** (rng.uniform(*a.gain_db) / 20))
+        peak = float(np.abs(x).max())
+        return (x / peak if peak > 1.0 else x).astype(np.float32, copy=False)
+
+    def _read(self, rng: np.random.Generator, speed: float) -> np.ndarray:
+        """A padded window from a random place in a random clip, played `speed` times faster (resampled)."""
+        n_out = WINDOW + 2 * PAD
+        n_in = int(np.ceil(n_out * speed)) + 64 if speed != 1.0 else n_out
+        i = int(self.clips[rng.choice(len(self.clips), p=self.weights)])
+        length = int(self.cache.lengths[i])
+        start = int(rng.integers(0, max(1, length - n_in + 1)))
+        x = self.cache.clip_float(i, start, n_in)
+        if speed != 1.0:
+            x = soxr.resample(x, SAMPLE_RATE * speed, SAMPLE_RATE, "HQ")
+            x = np.pad(x, (0, max(0, n_out - len(x))))[:n_out]
+        return x
+
+
+def _random_filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A second-order Butterworth low-pass (2-8 kHz), high-pass (80-600 Hz) or band-stop, at random: the spectral
+    tilts of cheap speakers, old recordings and mixes (log-uniform cut-offs)."""
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        sos = signal.butter(2, np.exp(rng.uniform(np.log(2000), np.log(8000))), "lowpass", fs=SAMPLE_RATE,
+                            output="sos")
+    elif kind == 1:
+        sos = signal.butter(2, np.exp(rng.uniform(np.log(80), np.log(600))), "highpass", fs=SAMPLE_RATE,
+                            output="sos")
+    else:
+        centre = np.exp(rng.uniform(np.log(300), np.log(5000)))
+        sos = signal.butter(1, (centre / 1.4, centre * 1.4), "bandstop", fs=SAMPLE_RATE, output="sos")
+    return signal.sosfilt(sos, x).astype(np.float32)

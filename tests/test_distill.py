@@ -1,0 +1,192 @@
+"""Consistent teaching: augmented views, the online teacher, the cosine recipe, --init and safe resumption."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import soxr
+import torch
+
+from samplecnn import checkpoint, models
+from samplecnn.cli import main
+from samplecnn.data import Cache
+from samplecnn.segments import SEGMENT_SAMPLES
+from samplecnn.teach import tag_columns
+from samplecnn.train import distillation_loss
+from samplecnn.views import CROP_AT, PAD, TEACHER_WINDOW, WINDOW, Augment, ViewSampler
+
+from test_train import make_mtat
+
+pytest.importorskip("musicnn", reason="the musicnn wheel (teacher weights) is not installed: scripts/setup.sh")
+
+
+@pytest.fixture(scope="module")
+def cache_path(tmp_path_factory):
+    root = make_mtat(tmp_path_factory.mktemp("mtat"), clips_per_folder=4)
+    out = tmp_path_factory.mktemp("cache") / "mtat"
+    assert main(["prepare", "mtat", "--root", str(root), "--out", str(out), "--workers", "2"]) == 0
+    return out
+
+
+def _distill(cache, out, *extra):
+    return main(["train", "--data", str(cache), "--out", str(out), "--width", "0.125", "--batch-size", "4",
+                 "--seed", "3", "--recipe", "cosine", "--teacher", "both", "--epoch-steps", "3", *map(str, extra)])
+
+
+def test_a_view_is_a_pure_function_of_seed_and_step(cache_path):
+    cache = Cache(cache_path)
+    views = ViewSampler(cache, cache.indices("train"), seed=7)
+    a_student, a_teacher = views.batch(5, 3)
+    b_student, b_teacher = views.batch(5, 3)
+    assert a_student.shape == (3, SEGMENT_SAMPLES) and a_teacher.shape == (3, TEACHER_WINDOW)
+    assert np.array_equal(a_student, b_student) and np.array_equal(a_teacher, b_teacher)
+    c_student, _ = views.batch(6, 3)
+    assert not np.array_equal(a_student, c_student)
+    assert np.isfinite(a_student).all() and np.abs(a_student).max() <= 1.0
+
+
+def test_without_augmentation_the_teacher_hears_the_window_around_the_students_crop(cache_path):
+    cache = Cache(cache_path)
+    train = cache.indices("train")
+    views = ViewSampler(cache, train, seed=1, augment=Augment.none())
+    student, teacher = views.batch(0, 1)
+    # find the clip and offset: the student crop is a verbatim slice of some training clip
+    for i in train:
+        clip = cache.clip_float(int(i))
+        hits = [s for s in range(len(clip) - SEGMENT_SAMPLES + 1) if clip[s] == student[0, 0]
+                and np.array_equal(clip[s:s + SEGMENT_SAMPLES], student[0])]
+        if hits:
+            break
+    else:
+        pytest.fail("the student's crop is not a slice of any training clip")
+    start = hits[0] - (CROP_AT - PAD)            # where the teacher's window starts in the clip
+    assert start >= 0 and start + WINDOW <= len(clip)
+    padded = np.zeros(WINDOW + 2 * PAD, dtype=np.float32)
+    lo = max(0, start - PAD)
+    piece = clip[lo:start + WINDOW + PAD]
+    padded[lo - (start - PAD):lo - (start - PAD) + len(piece)] = piece
+    expected = soxr.resample(padded, 22050, 16000, "HQ")[PAD * 16000 // 22050:][:TEACHER_WINDOW]
+    assert np.abs(teacher[0] - expected).max() < 1e-5
+
+
+def test_augmented_views_are_heard_by_the_teacher_as_they_are(cache_path):
+    """The teacher's input is the student's audio (same window, 16 kHz): their spectra agree below 7 kHz."""
+    cache = Cache(cache_path)
+    views = ViewSampler(cache, cache.indices("train"), seed=2, augment=Augment(p_speed=1, p_mix=1, p_filter=1))
+    student, teacher = views.batch(3, 2)
+    for s, t in zip(student, teacher):
+        mid = (TEACHER_WINDOW - round(SEGMENT_SAMPLES * 16000 / 22050)) // 2
+        t_crop = t[mid:mid + round(SEGMENT_SAMPLES * 16000 / 22050)]
+        s16 = soxr.resample(s, 22050, 16000, "HQ")[:len(t_crop)]
+        inner = slice(800, len(t_crop) - 800)  # resampler edges aside
+        assert np.corrcoef(s16[inner], t_crop[inner])[0, 1] > 0.99
+
+
+def test_the_online_teacher_matches_the_musicnn_port(cache_path):
+    from samplecnn.teachers import musicnn as M
+    from samplecnn.teachers.ensemble import TeacherEnsemble
+
+    cache = Cache(cache_path)
+    _, teacher = ViewSampler(cache, cache.indices("train"), seed=4).batch(0, 3)
+    columns = tag_columns(cache.tags)
+    reference = {name: M.load_teacher(name).patch_outputs(
+        np.stack([M.log_compress(M.melpower(w))[:M.PATCH_FRAMES] for w in teacher]))[:, columns]
+        for name in M.TEACHERS}
+    musicnn = TeacherEnsemble(("MTT_musicnn",), columns).probabilities(torch.from_numpy(teacher)).numpy()
+    assert np.abs(musicnn - reference["MTT_musicnn"]).max() < 1e-4          # fp32: the port itself
+    both = TeacherEnsemble(M.TEACHERS, columns).probabilities(torch.from_numpy(teacher)).numpy()
+    mean = (reference["MTT_musicnn"] + reference["MTT_vgg"]) / 2
+    assert np.abs(both - mean).max() < 0.01                                  # vgg runs in bf16 on a CPU
+
+
+def test_logit_loss_keeps_a_gradient_where_bce_has_almost_none():
+    targets = torch.tensor([[1e-3, 0.5]])
+    logits = torch.tensor([[-2.0, 0.0]], requires_grad=True)
+    distillation_loss(logits, targets, "bce").backward()
+    bce_grad = logits.grad.clone()
+    logits.grad = None
+    distillation_loss(logits, targets, "logit-mse").backward()
+    assert abs(float(logits.grad[0, 0])) > 20 * abs(float(bce_grad[0, 0]))  # -2 vs logit(1e-3) = -6.9
+    assert float(distillation_loss(torch.logit(targets), targets, "logit-mse")) < 1e-10
+
+
+def test_teacher_runs_resume_to_the_same_weights_and_export_the_average(cache_path, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert _distill(cache_path, whole, "--epochs", "2") == 0
+    assert _distill(cache_path, parts, "--epochs", "2", "--stop-after-steps", "4") == 0
+    assert _distill(cache_path, parts, "--epochs", "2", "--resume") == 0
+    a, b = (torch.load(p / "last.pt", weights_only=True) for p in (whole, parts))
+    assert a["progress"] == b["progress"] and a["progress"]["global_step"] == 6
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), (key, name)
+    records = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2] and records[1]["lr"] == 0.0  # cosine reaches 0 at the plan's end
+    info = checkpoint.read_info(whole / "model.safetensors")
+    assert info.provenance["teacher"] == "both" and info.provenance["ema"] == 0.999
+    exported, _ = checkpoint.load(whole / "model.safetensors")
+    best = torch.load(whole / "best.pt", weights_only=True)
+    assert all(torch.equal(exported.state_dict()[k], best[k]) for k in best)
+
+
+def test_init_copies_weights_and_gives_a_new_vocabulary_a_new_head(cache_path, tmp_path, capsys):
+    from samplecnn.train import Run, TrainConfig
+
+    source = tmp_path / "source.safetensors"
+    assert main(["init", "samplecnn", str(source), "--seed", "9"]) == 0  # the MTAT top 50, in the cache's order
+    model, info = checkpoint.load(source)
+    config = dict(data=str(cache_path), width=1.0, batch_size=2)
+    same = Run(TrainConfig(out=str(tmp_path / "a"), init=str(source), **config))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in same.model.state_dict().items())
+
+    other = tmp_path / "other.safetensors"
+    assert main(["init", "samplecnn", str(other), "--tags", "a,b,c", "--seed", "9"]) == 0
+    fresh = Run(TrainConfig(out=str(tmp_path / "b"), init=str(other), **config))
+    assert torch.equal(fresh.model.blocks[0].conv.weight, model.blocks[0].conv.weight)
+    assert fresh.model.classifier.weight.shape == (50, 512)
+
+    capsys.readouterr()
+    assert main(["train", "--data", str(cache_path), "--out", str(tmp_path / "c"), "--width", "0.5",
+                 "--init", "default"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init" in err[0] and "width" in err[0]
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_resume_never_runs_code_from_a_crafted_run_folder(cache_path, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _distill(cache_path, run, "--epochs", "1", "--stop-after-steps", "1") == 0
+    marker = tmp_path / "pwned"
+    (run / "last.pt").write_bytes(pickle.dumps({"config": _Payload(str(marker))}))
+    capsys.readouterr()
+    assert _distill(cache_path, run, "--epochs", "1", "--resume") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not marker.exists()
+    assert len(err) == 1 and "cannot resume" in err[0] and "last.pt" in err[0]
+
+
+def test_the_planar_layout_computes_the_same_function_and_gradients():
+    torch.manual_seed(0)
+    for arch in ("samplecnn", "seed", "se"):
+        model = models.build(arch, width=0.25)
+        x = torch.randn(2, 1, SEGMENT_SAMPLES)
+        plain = model(x)
+        plain.sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        model.planar = True
+        planar = model(x)
+        planar.sum().backward()
+        assert torch.allclose(plain, planar, atol=1e-4), arch
+        for g, p in zip(grads, model.parameters()):
+            assert torch.allclose(g, p.grad, atol=1e-3, rtol=1e-3), arch
