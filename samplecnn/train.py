@@ -5,15 +5,27 @@ Recipes (each is a list of stages; moving to the next stage restarts from the be
   improved for 3 epochs; the learning rate goes 0.01 -> 0.002 -> 0.0004 -> 0.00008 -> 0.000016 (lr/5 each time).
 - `adam` (Won et al. 2020, sota-music-tagging-models): Adam lr 1e-4 for 80 epochs, then SGD Nesterov (momentum
   0.9) at 1e-3 for 20 epochs, 1e-4 for 20, then 1e-5; weight decay 1e-4; batch 16; 200 epochs.
+- `cosine`: a compute-budgeted schedule: AdamW, linear warm-up, cosine decay to zero at the planned last step
+  (`--epochs` x the steps of an epoch), no restarts; validation picks the best epoch of an exponential moving
+  average of the weights (`--ema`), which gives a usable model long before the decay ends.
 
-Every step takes a random 59049-sample crop of each clip. The crop positions and the data order depend only on
-(seed, epoch, clip), and the checkpoint holds the model, optimizer, stage, position in the epoch and the torch RNG
-(dropout), so `--resume` after an interruption ends with the same weights as an uninterrupted run.
+Data: without a teacher, every step takes a random 59049-sample crop of each clip (a random cell of the teacher-label
+grid where `samplecnn teach` wrote one) with its label. With `--teacher`, every step is a batch of augmented views
+(samplecnn.views) labelled by the musicnn teacher inside the step (consistent teaching); an epoch is then
+`--epoch-steps` steps. The loss is BCE against the teacher's probabilities or MSE between the logits (`--loss`).
+
+Crops, views and the data order depend only on (seed, epoch or step, row), and the checkpoint holds the model, its
+moving average, optimizer, stage, position in the epoch and the torch RNG (dropout), so `--resume` after an
+interruption ends with the same weights as an uninterrupted run. Checkpoints are tensors and plain values loaded with
+`weights_only=True`: a crafted run folder cannot run code. `--init CKPT|NAME` starts from a model's weights with a
+fresh optimizer (a new head where the tag vocabulary differs).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -25,7 +37,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from . import checkpoint, devices, metrics, models
+from . import checkpoint, devices, metrics, models, pretrained
 from .data import Cache
 from .errors import SampleCNNError
 from .fileio import atomic_path
@@ -47,7 +59,12 @@ RECIPES = {
     "adam": dict(batch_size=16, weight_decay=1e-4, patience=None, epochs=200,
                  stages=[Stage("adam", 1e-4, 80), Stage("sgd", 1e-3, 20), Stage("sgd", 1e-4, 20),
                          Stage("sgd", 1e-5)]),
+    "cosine": dict(batch_size=16, weight_decay=0.02, patience=None, epochs=60, warmup_steps=500, ema=0.999,
+                   stages=[Stage("adamw", 1e-3)]),
 }
+LOSSES = ("bce", "logit-mse")
+LAYOUTS = ("auto", "conv1d", "planar")
+_LOGIT_CLAMP = 1e-4  # teacher probabilities are clamped to [1e-4, 1 - 1e-4] before taking logits (|logit| <= 9.2)
 
 
 @dataclasses.dataclass
@@ -69,6 +86,13 @@ class TrainConfig:
     valid_batch_size: int = 32
     epoch_repeats: int = 1              # visits of every training clip per epoch (long tracks: more crops per epoch)
     valid_segments: int | None = None   # per-clip cap on validation segments during training (speed); None = all
+    teacher: str = "none"               # "none": the cache's labels; musicnn/vgg/both: online consistent teaching
+    augment: bool = True                # with a teacher: augmented views (speed, mix, filter, gain)
+    loss: str = "bce"                   # "bce" on probabilities, or "logit-mse" (Ba & Caruana 2014)
+    epoch_steps: int = 1000             # with a teacher: optimizer steps per epoch (validation, checkpoint)
+    ema: float | None = None            # weight moving-average decay per step (default: the recipe's; 0 = off)
+    init: str | None = None             # start from this checkpoint's (or registered model's) weights
+    layout: str = "auto"                # conv1d, planar (height-1 Conv2d, channels-last), auto: planar for CPU bf16
 
 
 @dataclasses.dataclass
@@ -115,13 +139,27 @@ class Run:
         self.model_config = models.config_for(cfg.arch, n_tags=len(self.cache.tags), **overrides)
         torch.manual_seed(cfg.seed)
         self.model = models.SampleCNN(**self.model_config).to(self.device)
+        if cfg.init:
+            self._init_from(cfg.init)
+        self.model.planar = _planar(cfg.layout, self.device, cfg.amp)
         self.ddp = (torch.nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device]
                                                               if self.device.type == "cuda" else None)
                     if self.world > 1 else self.model)
+        self.ema_decay = self.recipe.get("ema", 0.0) if cfg.ema is None else cfg.ema
+        self.ema = copy.deepcopy(self.model).eval() if self.ema_decay else None
+        self.views, self.teacher = None, None
+        if cfg.teacher != "none":
+            from .teach import tag_columns, teacher_names
+            from .teachers.ensemble import TeacherEnsemble
+            from .views import Augment, ViewSampler
+
+            self.teacher = TeacherEnsemble(teacher_names(cfg.teacher), tag_columns(self.cache.tags), self.device)
+            self.views = ViewSampler(self.cache, self.train_idx, cfg.seed, Augment() if cfg.augment else Augment.none())
         self.progress = Progress()
         self.optimizer = self._optimizer(self.recipe["stages"][0])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
-        self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.best_state = {k: v.detach().clone() for k, v in self._eval_model().state_dict().items()}
+        self.steps_per_epoch = len(self.epoch_batches(0))
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
 
@@ -131,7 +169,44 @@ class Run:
         params, wd = self.model.parameters(), self.recipe["weight_decay"]
         if stage.optimizer == "adam":
             return torch.optim.Adam(params, lr=stage.lr, weight_decay=wd)
+        if stage.optimizer == "adamw":  # decoupled decay on the weights; none on biases and BatchNorm
+            named = list(self.model.named_parameters())
+            groups = [{"params": [p for n, p in named if p.dim() > 1], "weight_decay": wd},
+                      {"params": [p for n, p in named if p.dim() <= 1], "weight_decay": 0.0}]
+            return torch.optim.AdamW(groups, lr=stage.lr)
         return torch.optim.SGD(params, lr=stage.lr, momentum=0.9, nesterov=True, weight_decay=wd)
+
+    def _init_from(self, name_or_path: str) -> None:
+        """Copy a checkpoint's weights into the new model; a different tag vocabulary keeps a fresh head."""
+        path = pretrained.resolve(name_or_path)
+        source, info = checkpoint.load(path, device=self.device)
+        defaults = {k: p.default for k, p in inspect.signature(models.SampleCNN).parameters.items()}
+        mine = {k: v for k, v in {**defaults, **self.model_config}.items() if k != "n_tags"}
+        theirs = {k: v for k, v in {**defaults, **info.config}.items() if k != "n_tags"}
+        if info.arch != self.cfg.arch or mine != theirs:
+            raise SampleCNNError(f"--init: that checkpoint is a {info.arch} model with another configuration "
+                                 f"({', '.join(f'{k}={v}' for k, v in sorted(theirs.items()) if mine.get(k) != v)}); "
+                                 "train with its --arch/--width/--multi-level", path)
+        state = source.state_dict()
+        if list(info.tags) != list(self.cache.tags):
+            state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+            self._log(f"--init: {len(info.tags)} tags there, {len(self.cache.tags)} here: a new head is trained")
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.startswith("classifier.") for k in missing), (missing, unexpected)
+
+    def _eval_model(self) -> models.SampleCNN:
+        """What validation, the best weights and the export use: the moving average where there is one."""
+        return self.ema if self.ema is not None else self.model
+
+    def _lr(self, stage: Stage) -> float:
+        """The learning rate of the next step: the stage's, or warm-up + cosine over the planned steps."""
+        if "warmup_steps" not in self.recipe:
+            return stage.lr
+        step, warmup = self.progress.global_step, self.recipe["warmup_steps"]
+        total = max(warmup + 1, self.max_epochs * self.steps_per_epoch)
+        if step < warmup:
+            return stage.lr * (step + 1) / warmup
+        return stage.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
 
     def save(self) -> None:
         """Atomically write last.pt (and best.pt); rank 0 only."""
@@ -140,6 +215,7 @@ class Run:
         state = {"config": dataclasses.asdict(self.cfg), "model_config": self.model_config,
                  "progress": dataclasses.asdict(self.progress), "model": self.model.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "ema": self.ema.state_dict() if self.ema is not None else None,
                  "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         with atomic_path(self.out / "best.pt", overwrite=True) as tmp:
@@ -152,19 +228,30 @@ class Run:
         path = self.out / "last.pt"
         if not path.is_file():
             raise SampleCNNError("nothing to resume: no last.pt in the run folder", self.out)
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
+        try:  # weights_only: tensors and plain values only, so loading a crafted file cannot run code
+            state = torch.load(path, map_location=self.device, weights_only=True)
             best = torch.load(self.out / "best.pt", map_location=self.device, weights_only=True)
-        except Exception as e:  # a damaged checkpoint is a user-facing problem, not a traceback
-            raise SampleCNNError(f"cannot resume: unreadable checkpoint ({str(e).splitlines()[0]})", path) from None
-        if state["model_config"] != self.model_config or state["config"]["recipe"] != self.cfg.recipe:
-            raise SampleCNNError("cannot resume: the run was started with another architecture or recipe", path)
-        self.progress = Progress(**state["progress"])
-        self.model.load_state_dict(state["model"])
+            if not isinstance(state, dict) or not isinstance(best, dict):
+                raise ValueError("not a samplecnn training state")
+        except Exception as e:  # a damaged or foreign checkpoint is a user-facing problem, not a traceback
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise SampleCNNError(f"cannot resume: unreadable checkpoint ({first[:200]})", path) from None
+        try:
+            if state["model_config"] != self.model_config or any(
+                    state["config"].get(k, getattr(TrainConfig, k, None)) != getattr(self.cfg, k) for k in _FIXED):
+                raise SampleCNNError("cannot resume: the run was started with another architecture, recipe, teacher, "
+                                     "loss or data options", path)
+            self.progress = Progress(**state["progress"])
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+            self.optimizer = self._optimizer(self.recipe["stages"][self.progress.stage])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise SampleCNNError(f"cannot resume: the checkpoint does not fit this run ({first[:200]})", path) from None
         self.best_state = best
-        self.optimizer = self._optimizer(self.recipe["stages"][self.progress.stage])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"].cpu())
         if state["cuda_rng"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
@@ -174,12 +261,15 @@ class Run:
 
     # -- data ------------------------------------------------------------------------------------------------------
 
-    def epoch_batches(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """This rank's batches for `epoch` as (clip indices, draw numbers); the same on every run with the same seed.
+    def epoch_batches(self, epoch: int) -> list:
+        """This rank's batches for `epoch`; the same on every run with the same seed. With a teacher: the global step
+        numbers of the epoch's views. Otherwise (clip indices, draw numbers):
 
-        An epoch visits every training clip `epoch_repeats` times in a random order; the draw number (the position in
+        an epoch visits every training clip `epoch_repeats` times in a random order; the draw number (the position in
         that order) seeds each crop, so a clip visited twice gets two different crops.
         """
+        if self.views is not None:
+            return list(range(epoch * self.cfg.epoch_steps, (epoch + 1) * self.cfg.epoch_steps))
         order = np.random.default_rng([self.cfg.seed, epoch]).permutation(
             np.tile(self.train_idx, self.cfg.epoch_repeats))
         draws = np.arange(len(order))
@@ -188,6 +278,15 @@ class Run:
         order, draws = order[mine], draws[mine]
         return [(order[i:i + self.batch_size], draws[i:i + self.batch_size])
                 for i in range(0, len(order), self.batch_size)]
+
+    def batch(self, item, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets of one step: teacher-labelled views, or cache crops with their labels."""
+        if self.views is None:
+            return self.crops(*item, epoch)
+        student, teacher = self.views.batch(item * self.world + self.rank, self.batch_size)
+        targets = self.teacher.probabilities(torch.from_numpy(teacher))
+        return (torch.from_numpy(student).unsqueeze(1).to(self.device, non_blocking=True),
+                targets.to(self.device, non_blocking=True))
 
     def crops(self, clips: np.ndarray, draws: np.ndarray, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One crop per clip and its target. With teacher labels (`samplecnn teach`) the crop is a random segment
@@ -223,8 +322,8 @@ class Run:
             bar = tqdm(total=len(batches), initial=p.step_in_epoch, disable=self.rank != 0, unit="step",
                        desc=f"epoch {p.epoch + 1} lr {stages[p.stage].lr:g}", dynamic_ncols=True)
             self.ddp.train()
-            for clips, draws in batches[p.step_in_epoch:]:
-                loss = self.step(*self.crops(clips, draws, p.epoch))
+            for item in batches[p.step_in_epoch:]:
+                loss = self.step(*self.batch(item, p.epoch))
                 p.step_in_epoch += 1
                 p.global_step += 1
                 steps_this_run += 1
@@ -243,14 +342,30 @@ class Run:
         return self.export()
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr(self.recipe["stages"][self.progress.stage])
         with torch.autocast(self.device.type, dtype=_AMP[self.cfg.amp], enabled=self.cfg.amp != "none"):
             logits = self.ddp(x)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), y)  # soft targets allowed
+        loss = distillation_loss(logits.float(), y, self.cfg.loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self._update_ema()
         return loss.item()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema = d * ema + (1 - d) * weights; BatchNorm statistics are copied (they are averages already). The
+        decay ramps up over the first steps (as in Keras' moving averages) so that early models are not stale."""
+        step = self.progress.global_step + 1
+        decay = min(self.ema_decay, (1 + step) / (10 + step))
+        for avg, cur in zip(self.ema.state_dict().values(), self.model.state_dict().values()):
+            if avg.is_floating_point():
+                avg.lerp_(cur, 1 - decay)
+            else:
+                avg.copy_(cur)
 
     def end_epoch(self) -> None:
         """Validate, log, and apply the recipe: keep the best weights, move to the next stage when it is time."""
@@ -263,20 +378,22 @@ class Run:
         improved = val_loss < p.best_loss
         if improved:
             p.best_loss, p.bad_epochs = val_loss, 0
-            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in self._eval_model().state_dict().items()}
         else:
             p.bad_epochs += 1
         stage = stages[p.stage]
         stage_over = (p.bad_epochs >= self.recipe["patience"] if stage.epochs is None and self.recipe["patience"]
                       else stage.epochs is not None and p.stage_epochs >= stage.epochs)
         if self.rank == 0:
-            record = {"epoch": p.epoch, "step": p.global_step, "stage": p.stage, "lr": stage.lr,
+            record = {"epoch": p.epoch, "step": p.global_step, "stage": p.stage, "lr": self._lr(stage),
                       "valid_loss": result["loss"], "valid_roc_auc": result["roc_auc"],
-                      "valid_pr_auc": result["pr_auc"], "best": improved, "time": round(time.time(), 1)}
+                      "valid_pr_auc": result["pr_auc"], "valid_spearman": result.get("spearman"),
+                      "best": improved, "time": round(time.time(), 1)}
             _write_metrics(self.out, _read_metrics(self.out) + [record])
             _plot_curves(self.out)
+            rho = f", Spearman {result['spearman']:.4f}" if result.get("spearman") is not None else ""
             self._log(f"epoch {p.epoch}: valid loss {result['loss']:.4f}, ROC-AUC {result['roc_auc']:.4f}, "
-                      f"PR-AUC {result['pr_auc']:.4f}{' (best)' if improved else ''}")
+                      f"PR-AUC {result['pr_auc']:.4f}{rho}{' (best)' if improved else ''}")
         if p.epoch >= self.max_epochs or (stage_over and p.stage + 1 == len(stages)):
             p.done = True  # the epoch cap wins over a stage change that falls on the same epoch
         elif stage_over:
@@ -292,7 +409,8 @@ class Run:
         each segment's teacher label where `samplecnn teach` wrote them, else the clip's label.
 
         `max_segments` keeps the first that many segments of each clip (a cheaper validation during training)."""
-        self.model.eval()
+        model = self._eval_model()
+        model.eval()
         scores, loss_sum, segments = [], 0.0, 0
         for i in clips:
             length = int(self.cache.lengths[i])
@@ -302,7 +420,7 @@ class Run:
             for batch in segment_batches([self.cache.clip_float(int(i), 0, length)], SEG, SEG,
                                          self.cfg.valid_batch_size):
                 with torch.autocast(self.device.type, dtype=_AMP[self.cfg.amp], enabled=self.cfg.amp != "none"):
-                    logits.append(self.model(torch.from_numpy(batch).unsqueeze(1).to(self.device)).float())
+                    logits.append(model(torch.from_numpy(batch).unsqueeze(1).to(self.device)).float())
             logits = torch.cat(logits)
             targets = self.cache.segment_labels(int(i)) if self.cache.has_segment_labels else None
             if targets is None or len(targets) < len(logits):
@@ -317,14 +435,15 @@ class Run:
     def validate(self) -> dict:
         scores, loss = self.predict(self.valid_idx, self.cfg.valid_segments)
         summary = metrics.summary(self.cache.labels[self.valid_idx], scores, self.cache.tags)
-        return {"loss": loss, "roc_auc": summary["roc_auc"], "pr_auc": summary["pr_auc"]}
+        return {"loss": loss, "roc_auc": summary["roc_auc"], "pr_auc": summary["pr_auc"],
+                "spearman": summary.get("spearman")}
 
     def export(self) -> Path | None:
         """Best weights + F1-optimal thresholds from the validation split -> RUN_DIR/model.safetensors."""
         if self.rank != 0:
             _barrier(self.world)
             return None
-        self.model.load_state_dict(self.best_state)
+        self._eval_model().load_state_dict(self.best_state)
         scores, _ = self.predict(self.valid_idx)
         thresholds = metrics.f1_thresholds(self.cache.labels[self.valid_idx], scores)
         history = _read_metrics(self.out)
@@ -335,9 +454,11 @@ class Run:
             provenance={"source": "samplecnn train", "data": os.path.abspath(self.cfg.data), "recipe": self.cfg.recipe,
                         "epochs": self.progress.epoch, "steps": self.progress.global_step, "seed": self.cfg.seed,
                         "processes": self.world, "amp": self.cfg.amp, "best_epoch": best.get("epoch"),
+                        "teacher": self.cfg.teacher, "augment": self.cfg.augment, "loss": self.cfg.loss,
+                        "ema": self.ema_decay, "init": self.cfg.init, "batch_size": self.batch_size,
                         "valid_loss": best.get("valid_loss"), "valid_roc_auc": best.get("valid_roc_auc"),
                         "valid_pr_auc": best.get("valid_pr_auc")})
-        path = checkpoint.save(self.out / "model.safetensors", self.model, info, overwrite=True)
+        path = checkpoint.save(self.out / "model.safetensors", self._eval_model(), info, overwrite=True)
         self._log(f"exported the best model (epoch {best.get('epoch')}) with calibrated thresholds to {path}")
         _barrier(self.world)
         return path
@@ -349,13 +470,36 @@ class Run:
             tqdm.write(message)
 
 
+_FIXED = ("recipe", "teacher", "augment", "loss", "epoch_steps")  # what --resume must find unchanged
 _AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """BCE of the student's logits against soft targets (probabilities), or MSE between the student's logits and the
+    targets' logits (Ba & Caruana 2014), which keeps a gradient for tags the teacher scores near 0 or 1."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    return F.mse_loss(logits, torch.logit(targets.clamp(_LOGIT_CLAMP, 1 - _LOGIT_CLAMP)))
+
+
+def _planar(layout: str, device: torch.device, amp: str) -> bool:
+    """Whether the model runs as height-1 Conv2d in channels-last memory (see models.py). auto: on a CPU with bf16
+    autocast, where it is what reaches oneDNN's bf16 (and AMX) convolutions."""
+    if layout == "auto":
+        return device.type == "cpu" and amp == "bf16"
+    return layout == "planar"
 
 
 def train(cfg: TrainConfig) -> Path | None:
     """Run (or resume) training; returns the exported checkpoint's path, or None when stopped early."""
     if cfg.recipe not in RECIPES:
         raise SampleCNNError(f"unknown recipe {cfg.recipe!r}; choose from {', '.join(RECIPES)}")
+    if cfg.loss not in LOSSES:
+        raise SampleCNNError(f"unknown --loss {cfg.loss!r}; choose from {', '.join(LOSSES)}")
+    if cfg.layout not in LAYOUTS:
+        raise SampleCNNError(f"unknown --layout {cfg.layout!r}; choose from {', '.join(LAYOUTS)}")
+    if cfg.epoch_steps < 1 or (cfg.ema is not None and not 0.0 <= cfg.ema < 1.0):
+        raise SampleCNNError("--epoch-steps must be >= 1 and --ema in [0, 1)")
     if cfg.amp not in (*_AMP, "auto"):
         raise SampleCNNError(f"unknown --amp {cfg.amp!r}; choose auto, bf16, fp16 or none")
     out = Path(cfg.out)
