@@ -607,6 +607,10 @@ def _cmd_write_tags(args: argparse.Namespace) -> int:
 def _report_tag_changes(changes, dry_run: bool, db: str, undo: bool = False) -> None:
     import shlex
 
+    for c in changes:
+        if c.note:  # a file an interrupted run had left half-written
+            print(f"samplecnn: {c.path}: {c.note}", file=sys.stderr)
+    changes = [c for c in changes if not c.note]
     changed = [c for c in changes if c.changed]
     for c in changed:
         before = "(absent)" if c.before is None else "; ".join(c.before) or "(empty)"

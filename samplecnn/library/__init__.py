@@ -4,5 +4,7 @@
 - `store`: the database (schema, WAL, the only module that writes SQL).
 - `search`: rank tracks by tag scores or by embedding similarity.
 - `export`: CSV, JSON lines, Parquet.
-- `tagwrite`: the decided tags into the files' own metadata, with an exact undo.
+- `tagwrite`: the decided tags into the files' own metadata, in place, with an exact undo;
+  `integrity` (is a container whole, is the decoded audio unchanged) and `backup` (the copy kept during an edit,
+  the undo patch) keep those writes safe.
 """

@@ -71,6 +71,12 @@ CREATE TABLE IF NOT EXISTS tag_writes (
     model_id TEXT NOT NULL,
     written_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tag_undo (
+    path TEXT PRIMARY KEY,
+    original_hash TEXT,              -- blake2b-128 of the file before samplecnn first wrote it; NULL: unknown
+    written_hash TEXT NOT NULL,      -- blake2b-128 of the file right after samplecnn last wrote it
+    patch BLOB                       -- rebuilds the original bytes from the written ones; NULL: not possible
+);
 """
 
 
@@ -323,9 +329,13 @@ class Library:
         return (None if row[0] is None else json.loads(row[0])), json.loads(row[1])
 
     def record_tag_write(self, path: str, original: list[str] | None, written: list[str], model_id: str,
-                         size: int, mtime_ns: int, digest: str) -> None:
-        """Remember the field's first original value (the undo) and follow the file's new bytes, atomically."""
+                         size: int, mtime_ns: int, digest: str, original_hash: str | None = None,
+                         patch: bytes | None = None) -> None:
+        """Remember the field's first original value (the undo), the patch back to the original bytes (None: not
+        possible) and the file's new bytes, atomically: a patch never outlives the bytes it applies to."""
         with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO tag_undo VALUES (?, ?, ?, ?)",
+                            (path, original_hash, digest, patch))
             self.db.execute(
                 "INSERT INTO tag_writes VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
                 "written = excluded.written, model_id = excluded.model_id, written_at = excluded.written_at",
@@ -337,9 +347,16 @@ class Library:
         rows = self.db.execute("SELECT path, original FROM tag_writes ORDER BY path").fetchall()
         return [(p, None if o is None else json.loads(o)) for p, o in rows if under is None or _inside(p, under)]
 
+    def tag_undo(self, path: str) -> tuple[str | None, str, bytes | None] | None:
+        """(original_hash, written_hash, patch) of a file samplecnn wrote tags into, else None."""
+        row = self.db.execute("SELECT original_hash, written_hash, patch FROM tag_undo WHERE path = ?",
+                              (path,)).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
     def forget_tag_write(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
         with self.transaction():
             self.db.execute("DELETE FROM tag_writes WHERE path = ?", (path,))
+            self.db.execute("DELETE FROM tag_undo WHERE path = ?", (path,))
             self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ?",
                             (size, mtime_ns, digest, path))
 
