@@ -206,6 +206,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="seconds a request may wait and run before a 503/504 (default: %(default)s)")
     p.add_argument("--queue", type=int, default=32,
                    help="requests waiting for the model before new ones get 503 (default: %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a client may take to send its upload before a 408 (default: %(default)s)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin (e.g. http://localhost:3000) whose pages may POST here; repeatable "
+                        "(default: only the service's own page)")
     p.set_defaults(run=_cmd_serve)
 
     # -- ONNX export (issue 6) --
@@ -637,7 +642,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     server.serve(model=args.model, host=args.host, port=args.port, device=args.device,
                  limits=server.Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_seconds=args.max_seconds,
-                                      timeout=args.timeout, queue=args.queue))
+                                      timeout=args.timeout, queue=args.queue, body_timeout=args.body_timeout),
+                 allow_origins=args.allow_origin)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -112,10 +113,13 @@ class Tagger:
     def sample_rate(self) -> int:
         return self.info.sample_rate
 
-    def tag(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None) -> TagResult:
-        """Tag a file path or an in-memory signal (give its `sr`). `hop` in seconds overlaps segments."""
+    def tag(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
+            cancel: threading.Event | None = None) -> TagResult:
+        """Tag a file path or an in-memory signal (give its `sr`). `hop` in seconds overlaps segments. Setting
+        `cancel` from another thread stops the work at the next segment batch with `Cancelled` (the server's
+        timeout: an answer nobody waits for must not hold the model)."""
         hop_samples = self._hop_samples(hop)
-        outputs, n_samples, padded = self._run(self._blocks(audio_in, sr), hop_samples, self._probabilities)
+        outputs, n_samples, padded = self._run(self._blocks(audio_in, sr), hop_samples, self._probabilities, cancel)
         seg = self.info.segment_samples
         return TagResult(
             tags=self.tags, taggram=outputs, segment_starts=np.arange(len(outputs)) * hop_samples / self.sample_rate,
@@ -157,12 +161,15 @@ class Tagger:
         return prefetch(stream, self.prefetch_blocks) if self.prefetch_blocks else stream
 
     @torch.inference_mode()
-    def _run(self, blocks: Iterable[np.ndarray], hop: int, fn) -> tuple[np.ndarray, int, bool]:
+    def _run(self, blocks: Iterable[np.ndarray], hop: int, fn,
+             cancel: threading.Event | None = None) -> tuple[np.ndarray, int, bool]:
         """Apply `fn` to every segment of the stream, batch by batch; returns (outputs, samples seen, padded)."""
         outputs = []
         counter = _Counter()
         try:
             for batch in segment_batches(counter.count(blocks), self.info.segment_samples, hop, self.batch_size):
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled
                 x = torch.from_numpy(batch).to(self.device).unsqueeze(1)
                 outputs.append(fn(x).float().cpu().numpy())
         finally:
@@ -170,6 +177,10 @@ class Tagger:
             if close is not None:  # stops a prefetching thread / closes the file when the model raised
                 close()
         return np.concatenate(outputs), counter.n, counter.n < self.info.segment_samples
+
+
+class Cancelled(Exception):
+    """Tagger.tag stopped because its `cancel` event was set."""
 
 
 class _Counter:
