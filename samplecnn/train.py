@@ -86,6 +86,7 @@ class TrainConfig:
     valid_batch_size: int = 32
     epoch_repeats: int = 1              # visits of every training clip per epoch (long tracks: more crops per epoch)
     valid_segments: int | None = None   # per-clip cap on validation segments during training (speed); None = all
+    valid_data: str | None = None       # validate on this cache's valid split instead of --data's
     teacher: str = "none"               # "none": the cache's labels; musicnn/vgg/both: online consistent teaching
     augment: bool = True                # with a teacher: augmented views (speed, mix, filter, gain)
     loss: str = "bce"                   # "bce" on probabilities, or "logit-mse" (Ba & Caruana 2014)
@@ -93,6 +94,7 @@ class TrainConfig:
     ema: float | None = None            # weight moving-average decay per step (default: the recipe's; 0 = off)
     init: str | None = None             # start from this checkpoint's (or registered model's) weights
     layout: str = "auto"                # conv1d, planar (height-1 Conv2d, channels-last), auto: planar for CPU bf16
+    export_best: bool = False           # only export RUN_DIR's best weights so far (the run may still be going)
 
 
 @dataclasses.dataclass
@@ -129,8 +131,11 @@ class Run:
             self.cfg = cfg
         self.out = Path(cfg.out)
         self.cache = Cache(cfg.data)
+        self.valid_cache = Cache(cfg.valid_data) if cfg.valid_data else self.cache
+        if list(self.valid_cache.tags) != list(self.cache.tags):
+            raise SampleCNNError("--valid-data has other tags than --data (or another order)", cfg.valid_data)
         self.train_idx = self.cache.indices("train")
-        self.valid_idx = self.cache.indices("valid")
+        self.valid_idx = self.valid_cache.indices("valid")
         if len(self.train_idx) == 0 or len(self.valid_idx) == 0:
             raise SampleCNNError("the cache needs clips in both the train and valid splits", cfg.data)
         self.batch_size = cfg.batch_size or self.recipe["batch_size"]
@@ -202,8 +207,8 @@ class Run:
         """The learning rate of the next step: the stage's, or warm-up + cosine over the planned steps."""
         if "warmup_steps" not in self.recipe:
             return stage.lr
-        step, warmup = self.progress.global_step, self.recipe["warmup_steps"]
-        total = max(warmup + 1, self.max_epochs * self.steps_per_epoch)
+        step, total = self.progress.global_step, max(1, self.max_epochs * self.steps_per_epoch)
+        warmup = min(self.recipe["warmup_steps"], total // 10)  # at most a tenth of a short plan
         if step < warmup:
             return stage.lr * (step + 1) / warmup
         return stage.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
@@ -314,8 +319,10 @@ class Run:
     def fit(self) -> Path | None:
         from tqdm import tqdm
 
-        if self.cfg.resume:
+        if self.cfg.resume or self.cfg.export_best:
             self.restore()
+        if self.cfg.export_best:
+            return self.export()
         p, stages, steps_this_run = self.progress, self.recipe["stages"], 0
         while not p.done:
             batches = self.epoch_batches(p.epoch)
@@ -413,18 +420,18 @@ class Run:
         model.eval()
         scores, loss_sum, segments = [], 0.0, 0
         for i in clips:
-            length = int(self.cache.lengths[i])
+            length = int(self.valid_cache.lengths[i])
             if max_segments is not None:
                 length = min(length, max_segments * SEG)
             logits = []
-            for batch in segment_batches([self.cache.clip_float(int(i), 0, length)], SEG, SEG,
+            for batch in segment_batches([self.valid_cache.clip_float(int(i), 0, length)], SEG, SEG,
                                          self.cfg.valid_batch_size):
                 with torch.autocast(self.device.type, dtype=_AMP[self.cfg.amp], enabled=self.cfg.amp != "none"):
                     logits.append(model(torch.from_numpy(batch).unsqueeze(1).to(self.device)).float())
             logits = torch.cat(logits)
-            targets = self.cache.segment_labels(int(i)) if self.cache.has_segment_labels else None
+            targets = self.valid_cache.segment_labels(int(i)) if self.valid_cache.has_segment_labels else None
             if targets is None or len(targets) < len(logits):
-                targets = np.broadcast_to(self.cache.labels[i], logits.shape)
+                targets = np.broadcast_to(self.valid_cache.labels[i], logits.shape)
             targets = torch.from_numpy(np.array(targets[:len(logits)], dtype=np.float32)).to(self.device)
             loss_sum += F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").item() / logits.shape[1]
             segments += len(logits)
@@ -434,7 +441,7 @@ class Run:
 
     def validate(self) -> dict:
         scores, loss = self.predict(self.valid_idx, self.cfg.valid_segments)
-        summary = metrics.summary(self.cache.labels[self.valid_idx], scores, self.cache.tags)
+        summary = metrics.summary(self.valid_cache.labels[self.valid_idx], scores, self.valid_cache.tags)
         return {"loss": loss, "roc_auc": summary["roc_auc"], "pr_auc": summary["pr_auc"],
                 "spearman": summary.get("spearman")}
 
@@ -445,11 +452,11 @@ class Run:
             return None
         self._eval_model().load_state_dict(self.best_state)
         scores, _ = self.predict(self.valid_idx)
-        thresholds = metrics.f1_thresholds(self.cache.labels[self.valid_idx], scores)
+        thresholds = metrics.f1_thresholds(self.valid_cache.labels[self.valid_idx], scores)
         history = _read_metrics(self.out)
         best = min(history, key=lambda m: m["valid_loss"]) if history else {}
         info = checkpoint.ModelInfo(
-            arch=self.cfg.arch, config=self.model_config, tags=list(self.cache.tags),
+            arch=self.cfg.arch, config=self.model_config, tags=list(self.valid_cache.tags),
             thresholds=[float(t) for t in thresholds],
             provenance={"source": "samplecnn train", "data": os.path.abspath(self.cfg.data), "recipe": self.cfg.recipe,
                         "epochs": self.progress.epoch, "steps": self.progress.global_step, "seed": self.cfg.seed,
@@ -503,7 +510,7 @@ def train(cfg: TrainConfig) -> Path | None:
     if cfg.amp not in (*_AMP, "auto"):
         raise SampleCNNError(f"unknown --amp {cfg.amp!r}; choose auto, bf16, fp16 or none")
     out = Path(cfg.out)
-    if not cfg.resume and (out / "last.pt").exists():
+    if not (cfg.resume or cfg.export_best) and (out / "last.pt").exists():
         raise SampleCNNError("a run already exists here: pass --resume to continue it, or choose another --out", out)
     run = Run(cfg)
     path = run.fit()
