@@ -232,7 +232,15 @@ def _cli(*argv):
                             stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("case", CASES)
+# Through the command line: the audit's cases and one of each other kind (every case goes through the library above;
+# a process per command and case costs seconds of start-up each).
+CLI_CASES = ("header nested deeply", "__metadata__ not a dict", "data_offsets a string", "tensor entry an integer",
+             "sample_rate 0", "segment_samples 0", "integer tag names", "string thresholds", "width 1e6",
+             "header length huge", "data_offsets overlapping", "unknown dtype", "config unknown option",
+             "tag with a newline", "provenance nested deeply")
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
 def test_every_command_refuses_each_crafted_file_with_one_line(tmp_path, good_bytes, song, case):
     path = _crafted(tmp_path, good_bytes, case)
     commands = {"info": ("info", path), "info --json": ("info", "--json", path),
