@@ -87,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="samplecnn", help="seed, samplecnn, se or rese2 (default: %(default)s)")
     p.add_argument("--multi-level", action="store_true", help="multi-level aggregation (se, rese2)")
     p.add_argument("--width", type=float, default=1.0, help="channel width multiplier (default: 1, the papers')")
-    p.add_argument("--recipe", choices=("paper", "adam"), default="paper",
-                   help="paper: Lee et al. 2017 SGD + early-stopping stages; adam: Won et al. 2020 (default: paper)")
+    p.add_argument("--recipe", choices=("paper", "adam", "cosine"), default="paper",
+                   help="paper: Lee et al. 2017 SGD + early-stopping stages; adam: Won et al. 2020; cosine: AdamW, "
+                        "warm-up, cosine decay over the planned epochs, weight averaging (default: paper)")
     p.add_argument("--epochs", type=int, help="cap on epochs (default: the recipe's)")
     p.add_argument("--batch-size", type=int, help="per process (default: 23 paper, 16 adam)")
     p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
@@ -99,8 +100,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="visit every training clip K times per epoch, each with its own crop (long tracks)")
     p.add_argument("--valid-segments", type=int, metavar="N",
                    help="validate on at most N segments per clip during training (faster; the export uses all)")
+    p.add_argument("--valid-data", metavar="CACHE", help="validate on this cache's valid split (default: --data's)")
+    p.add_argument("--teacher", choices=("none", "musicnn", "vgg", "both"), default="none",
+                   help="label augmented views with this musicnn teacher inside each step (consistent teaching); "
+                        "none: learn the cache's labels (default: %(default)s)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="with --teacher: plain crops instead of augmented views (speed, mixing, filters, gain)")
+    p.add_argument("--loss", choices=("bce", "logit-mse"), default="bce",
+                   help="bce on the targets' probabilities, or MSE between logits (default: %(default)s)")
+    p.add_argument("--epoch-steps", type=int, default=1000, metavar="N",
+                   help="with --teacher: steps per epoch, i.e. between validations (default: %(default)s)")
+    p.add_argument("--ema", type=float, metavar="DECAY",
+                   help="validate and export a moving average of the weights (default: 0.999 for cosine, else off)")
+    p.add_argument("--init", metavar="CKPT|NAME",
+                   help="start from this checkpoint's weights (or a registered model, e.g. default), fresh optimizer")
+    p.add_argument("--layout", choices=("auto", "conv1d", "planar"), default="auto",
+                   help="planar: height-1 Conv2d in channels-last memory (oneDNN's fast bf16/AMX kernels); "
+                        "auto: planar for bf16 on a CPU (default)")
     p.add_argument("--stop-after-steps", type=int, metavar="N", help="stop cleanly after N steps (resume later)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR exactly where it stopped")
+    p.add_argument("--export-best", action="store_true",
+                   help="only write RUN_DIR/model.safetensors from the best weights so far (calibrated thresholds), "
+                        "e.g. while the run goes on; the other options must be the run's")
     p.add_argument("--device", help="torch device (default: the local GPU if any, else cpu)")
     p.set_defaults(run=_cmd_train)
 
@@ -469,7 +490,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              checkpoint_every=args.checkpoint_every, stop_after_steps=args.stop_after_steps,
                              resume=args.resume, device=args.device, width=args.width,
                              multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
-                             valid_segments=args.valid_segments))
+                             valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,
+                             loss=args.loss, epoch_steps=args.epoch_steps, ema=args.ema, init=args.init,
+                             layout=args.layout, export_best=args.export_best, valid_data=args.valid_data))
     if path is not None:
         print(f"trained model: {path}")
     return 0
