@@ -542,6 +542,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     import os
 
     from .library import index, store, tagwrite
+    from .library.output import quote_path
 
     report = index.index(args.inputs, args.db, model=args.model, workers=args.workers, batch_size=args.batch_size,
                          device=args.device, taggrams=args.taggrams, prune=args.prune,
@@ -555,7 +556,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             verb = "were removed from the library" if report.pruned else "are still listed (--prune removes them)"
             print(f"{len(report.missing)} indexed file(s) are gone from disk and {verb}:", file=sys.stderr)
             for path in report.missing:
-                print(f"  {path}", file=sys.stderr)
+                print(f"  {quote_path(path)}", file=sys.stderr)
         if args.write_tags and not report.interrupted:
             model = lib.model(report.model_id)
             changes = tagwrite.write_decisions(lib, model, under=[os.path.abspath(p) for p in args.inputs],
@@ -652,11 +653,14 @@ def _report_tag_changes(changes, dry_run: bool, db: str, undo: bool = False) -> 
 
 
 def _report_failures(failures: list[tuple[str, str]], n_inputs: int) -> int:
+    """One line per failed input; names are quoted where needed, so that no file name can forge a line."""
+    from .library.output import quote_path
+
     if not failures:
         return 0
     print(f"samplecnn: {len(failures)} of {max(n_inputs, len(failures))} input(s) failed:", file=sys.stderr)
     for path, reason in failures:
-        print(f"  {path}: {reason}", file=sys.stderr)
+        print(f"  {quote_path(str(path))}: {reason}", file=sys.stderr)
     return EXIT_FAILED
 
 

@@ -7,6 +7,11 @@ Why this shape:
   same model finds its previous work by key.
 - Scores, embeddings and taggrams are little-endian float blobs (float32, float32, float16): a 100k-track library's
   embeddings load into one numpy matrix in well under a second, with no per-tag table to join.
+- A path is stored as TEXT when it is valid UTF-8 (nearly always) and otherwise as the BLOB of its raw bytes
+  (os.fsencode): a file name in another encoding is kept exactly, instead of stopping the run (SQLite text must be
+  UTF-8). Every path goes in through `_key` and comes out through `_path`, so callers only ever see `str` paths.
+- An existing SQLite file that is not a samplecnn library is refused before anything is written to it (not even
+  the switch to WAL, which would persist).
 """
 
 from __future__ import annotations
@@ -134,6 +139,7 @@ class Library:
                 self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             self.db.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
+                self._refuse_foreign()
                 self.db.execute("PRAGMA journal_mode = WAL")
                 # NORMAL in WAL mode: a committed transaction survives any process crash; only a power cut may lose
                 # the last few, never corrupt the file.
@@ -144,6 +150,21 @@ class Library:
                 self._check_version()
         except sqlite3.DatabaseError as e:
             raise SampleCNNError(f"not a usable library database ({e})", self.path) from None
+
+    def _refuse_foreign(self) -> None:
+        """A file with tables of its own but no samplecnn schema belongs to someone else: leave it untouched."""
+        names = sorted(r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%'"))
+        if not names:
+            return  # a new or empty database: ours to set up
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            row = None
+        if row is None:
+            shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+            raise SampleCNNError(f"not a samplecnn library database (it holds other tables: {shown}); "
+                                 "left untouched: choose another --db", self.path)
 
     def _create_schema(self) -> None:
         self.db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}; INSERT OR IGNORE INTO meta VALUES "
@@ -216,7 +237,7 @@ class Library:
     def states(self, model_id: str) -> dict[str, tuple[int, int, str]]:
         """path -> (size, mtime_ns, hash) of every track indexed with `model_id`: what a rerun compares against."""
         rows = self.db.execute("SELECT path, size, mtime_ns, hash FROM tracks WHERE model_id = ?", (model_id,))
-        return {p: (s, m, h) for p, s, m, h in rows}
+        return {_path(p): (s, m, h) for p, s, m, h in rows}
 
     def put_track(self, t: Track) -> None:
         """Insert or replace one track (and clear a failure it had) in one transaction."""
@@ -237,32 +258,32 @@ class Library:
             "hash = excluded.hash, duration = excluded.duration, segments = excluded.segments, "
             "padded = excluded.padded, scores = excluded.scores, decisions = excluded.decisions, "
             "embedding = excluded.embedding, taggram = excluded.taggram, indexed_at = excluded.indexed_at",
-            (t.path, t.model_id, t.size, t.mtime_ns, t.hash, t.duration, t.segments, int(t.padded),
+            (_key(t.path), t.model_id, t.size, t.mtime_ns, t.hash, t.duration, t.segments, int(t.padded),
              _blob(t.scores), json.dumps(t.decisions), _blob(t.embedding), taggram, t.indexed_at or now()))
-        self.db.execute("DELETE FROM failures WHERE path = ? AND model_id = ?", (t.path, t.model_id))
+        self.db.execute("DELETE FROM failures WHERE path = ? AND model_id = ?", (_key(t.path), t.model_id))
 
     def touch_track(self, path: str, model_id: str, size: int, mtime_ns: int, digest: str) -> None:
         """Record a new stat for a file whose bytes did not change (copied, touched): no re-tagging needed."""
         with self.transaction():
             self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ? AND model_id = ?",
-                            (size, mtime_ns, digest, path, model_id))
+                            (size, mtime_ns, digest, _key(path), model_id))
 
     def restat(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
         """After samplecnn itself rewrote a file's metadata: every model's row follows the new bytes."""
         with self.transaction():
             self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ?",
-                            (size, mtime_ns, digest, path))
+                            (size, mtime_ns, digest, _key(path)))
 
     def put_failure(self, path: str, model_id: str, size: int | None, mtime_ns: int | None, error: str) -> None:
         """Record why a file failed; a row of its previous content goes (its tags describe bytes that are gone)."""
         with self.transaction():
-            self.db.execute("DELETE FROM tracks WHERE path = ? AND model_id = ?", (path, model_id))
+            self.db.execute("DELETE FROM tracks WHERE path = ? AND model_id = ?", (_key(path), model_id))
             self.db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?, ?, ?)",
-                            (path, model_id, size, mtime_ns, error, now()))
+                            (_key(path), model_id, size, mtime_ns, error, now()))
 
     def failures(self, model_id: str) -> list[tuple[str, str]]:
-        return self.db.execute("SELECT path, error FROM failures WHERE model_id = ? ORDER BY path",
-                               (model_id,)).fetchall()
+        rows = self.db.execute("SELECT path, error FROM failures WHERE model_id = ? ORDER BY path", (model_id,))
+        return [(_path(p), e) for p, e in rows]
 
     def paths_under(self, roots: Iterable[str], model_id: str) -> list[str]:
         """Indexed paths (tracks and failures) equal to a root or inside a root folder."""
@@ -270,7 +291,7 @@ class Library:
         rows = self.db.execute("SELECT path FROM tracks WHERE model_id = ? UNION "
                                "SELECT path FROM failures WHERE model_id = ?", (model_id, model_id)).fetchall()
         prefixes = [r.rstrip(os.sep) + os.sep for r in roots]
-        for (p,) in rows:
+        for p in (_path(r[0]) for r in rows):
             if p in roots or any(p.startswith(pre) for pre in prefixes):
                 out.append(p)
         return sorted(out)
@@ -279,8 +300,8 @@ class Library:
         paths = list(paths)
         with self.transaction():
             for p in paths:
-                self.db.execute("DELETE FROM tracks WHERE path = ? AND model_id = ?", (p, model_id))
-                self.db.execute("DELETE FROM failures WHERE path = ? AND model_id = ?", (p, model_id))
+                self.db.execute("DELETE FROM tracks WHERE path = ? AND model_id = ?", (_key(p), model_id))
+                self.db.execute("DELETE FROM failures WHERE path = ? AND model_id = ?", (_key(p), model_id))
         return len(paths)
 
     def count(self, model_id: str | None = None) -> int:
@@ -289,7 +310,7 @@ class Library:
         return self.db.execute("SELECT count(*) FROM tracks WHERE model_id = ?", (model_id,)).fetchone()[0]
 
     def track(self, path: str, model_id: str) -> Track | None:
-        rows = list(self._tracks("WHERE model_id = ? AND path = ?", (model_id, path), taggram=True))
+        rows = list(self._tracks("WHERE model_id = ? AND path = ?", (model_id, _key(path)), taggram=True))
         return rows[0] if rows else None
 
     def tracks(self, model_id: str, taggram: bool = False, under: list[str] | None = None) -> Iterator[Track]:
@@ -305,7 +326,7 @@ class Library:
             tg = None
             if r[11] is not None:
                 tg = np.frombuffer(r[11], dtype="<f2").astype(np.float32).reshape(r[6], -1)
-            yield Track(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), np.frombuffer(r[8], "<f4"),
+            yield Track(_path(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), np.frombuffer(r[8], "<f4"),
                         json.loads(r[9]), np.frombuffer(r[10], "<f4"), tg, r[12])
 
     def matrix(self, model_id: str, column: str) -> tuple[list[str], np.ndarray]:
@@ -316,14 +337,14 @@ class Library:
                                (model_id,)).fetchall()
         if not rows:
             return [], np.zeros((0, 0), np.float32)
-        paths = [r[0] for r in rows]
+        paths = [_path(r[0]) for r in rows]
         return paths, np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1)
 
     # -- metadata writes --
 
     def tag_write(self, path: str) -> tuple[list[str] | None, list[str]] | None:
         """(original, written) for a file samplecnn wrote tags into, else None."""
-        row = self.db.execute("SELECT original, written FROM tag_writes WHERE path = ?", (path,)).fetchone()
+        row = self.db.execute("SELECT original, written FROM tag_writes WHERE path = ?", (_key(path),)).fetchone()
         if row is None:
             return None
         return (None if row[0] is None else json.loads(row[0])), json.loads(row[1])
@@ -335,30 +356,46 @@ class Library:
         possible) and the file's new bytes, atomically: a patch never outlives the bytes it applies to."""
         with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO tag_undo VALUES (?, ?, ?, ?)",
-                            (path, original_hash, digest, patch))
+                            (_key(path), original_hash, digest, patch))
             self.db.execute(
                 "INSERT INTO tag_writes VALUES (?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
                 "written = excluded.written, model_id = excluded.model_id, written_at = excluded.written_at",
-                (path, None if original is None else json.dumps(original), json.dumps(written), model_id, now()))
+                (_key(path), None if original is None else json.dumps(original), json.dumps(written), model_id,
+                 now()))
             self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ?",
-                            (size, mtime_ns, digest, path))
+                            (size, mtime_ns, digest, _key(path)))
 
     def tag_writes(self, under: list[str] | None = None) -> list[tuple[str, list[str] | None]]:
         rows = self.db.execute("SELECT path, original FROM tag_writes ORDER BY path").fetchall()
+        rows = [(_path(p), o) for p, o in rows]
         return [(p, None if o is None else json.loads(o)) for p, o in rows if under is None or _inside(p, under)]
 
     def tag_undo(self, path: str) -> tuple[str | None, str, bytes | None] | None:
         """(original_hash, written_hash, patch) of a file samplecnn wrote tags into, else None."""
         row = self.db.execute("SELECT original_hash, written_hash, patch FROM tag_undo WHERE path = ?",
-                              (path,)).fetchone()
+                              (_key(path),)).fetchone()
         return None if row is None else (row[0], row[1], row[2])
 
     def forget_tag_write(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
         with self.transaction():
-            self.db.execute("DELETE FROM tag_writes WHERE path = ?", (path,))
-            self.db.execute("DELETE FROM tag_undo WHERE path = ?", (path,))
+            self.db.execute("DELETE FROM tag_writes WHERE path = ?", (_key(path),))
+            self.db.execute("DELETE FROM tag_undo WHERE path = ?", (_key(path),))
             self.db.execute("UPDATE tracks SET size = ?, mtime_ns = ?, hash = ? WHERE path = ?",
-                            (size, mtime_ns, digest, path))
+                            (size, mtime_ns, digest, _key(path)))
+
+
+def _key(path: str) -> str | bytes:
+    """A path as stored: the text itself when it is valid UTF-8, else its raw bytes (see the module's docstring)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:  # undecodable bytes of the file name, carried by Python as lone surrogates
+        return os.fsencode(path)
+
+
+def _path(stored: str | bytes) -> str:
+    """The inverse of `_key`: the same str os.walk or os.listdir gives for that file."""
+    return os.fsdecode(stored) if isinstance(stored, bytes) else stored
 
 
 def _inside(path: str, roots: list[str]) -> bool:
