@@ -172,7 +172,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help=_BATCH_HELP)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")
-    p.add_argument("--prune", action="store_true", help="remove tracks whose files are gone from the library")
+    p.add_argument("--prune", action="store_true", help="remove tracks whose files are gone from the library "
+                                                        "(refused for a given folder that is gone or empty)")
+    p.add_argument("--verify", action="store_true",
+                   help="hash every file, even those whose size and mtime are unchanged, and re-tag changed ones")
     p.add_argument("--write-tags", action="store_true",
                    help="then write each file's decided tags into its metadata (field SAMPLECNN_TAGS)")
     p.add_argument("--dry-run", action="store_true", help="with --write-tags: only show what would change")
@@ -546,7 +549,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     report = index.index(args.inputs, args.db, model=args.model, workers=args.workers, batch_size=args.batch_size,
                          device=args.device, taggrams=args.taggrams, prune=args.prune,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), verify=args.verify)
     with store.Library(args.db) as lib:
         total = lib.count(report.model_id) if report.model_id else 0
         print(f"{report.indexed} track(s) tagged ({report.new} new, {report.retagged} changed), "
@@ -566,7 +569,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     if report.interrupted:
         print(f"samplecnn: interrupted; {report.indexed} track(s) were saved: rerun to go on", file=sys.stderr)
         return 130
-    return _report_failures(report.failures, report.found)
+    return _report_failures(report.failures, report.inputs)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:

@@ -1,65 +1,126 @@
 """Decoder worker processes: hash a file, decode it, cut it into segments, and send the segments to the model.
 
-Each worker takes (job, path, known_hash) from a task queue and answers on a bounded result queue with
-("start", job, pid), then ("segments", job, array) per chunk, then ("done", job, info) / ("same", job, info) /
-("error", job, reason). The bounded queue is the back-pressure: decoders run ahead of the model by a few chunks,
-never by a whole library, and a two-hour file streams through in constant memory.
+Why this shape:
+- Each worker has its own pipe to the parent (no queue shared between workers). A worker killed in the middle of a
+  message corrupts only its own pipe, which the parent then reads as closed: the run loses that worker's file (and
+  retries it), never the whole pipeline. A shared queue would leave its lock held, or half a message in the pipe
+  that every other worker writes to, and the parent would wait on it for good.
+- Two channels per worker: small messages (pickled, on a multiprocessing Connection) say what comes, and the
+  segments themselves follow as raw float32 bytes on a socket, which the parent reads straight into a buffer it
+  allocated once. Receiving megabytes of pickles instead made the parent allocate and free buffers of ever
+  different sizes between forward passes, and its heap grew with the track's length though little was in use.
+- The parent gives each worker one job at a time, so it always knows which file a dead worker held.
+- Flow control counts segments, not messages: a worker starts with `window` segments of credit, spends one per
+  segment it sends, and gets it back when the model has used that segment. Whatever the track's length, at most
+  `window` of its segments are ever decoded and not yet through the model.
 
-A worker whose parent disappears (the index was killed, even with SIGKILL) notices within a second and exits.
+Parent -> worker: ("job", index, path, known_hash), ("credit", n), or None (stop).
+Worker -> parent: ("segments", index, n) per chunk, its n x segment_samples float32 samples right after on the data
+socket; then ("done", index, info), ("same", index, stat) or ("error", index, reason).
+
+A worker whose parent disappears (the index was killed, even with SIGKILL) sees its pipe close, or notices within a
+second that its parent changed, and exits.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import signal
 
 _POLL_S = 1.0
 
 
-def run(tasks, results, sample_rate: int, segment_samples: int, chunk: int, parent_pid: int) -> None:
+class ParentGone(Exception):
+    """The parent closed the pipe or died: nobody will read what this worker makes."""
+
+
+class Channel:
+    """One worker's end of its pipe, with the segment credit that bounds what it may send ahead of the model."""
+
+    def __init__(self, conn, data, window: int, parent_pid: int):
+        self.conn, self.data, self.credit, self.parent_pid = conn, data, window, parent_pid
+
+    def next_job(self):
+        """The next (index, path, known_hash), or None when told to stop; credit returned meanwhile is kept."""
+        while True:
+            msg = self._recv()
+            if msg is None:
+                return None
+            if msg[0] == "job":
+                return msg[1:]
+            self.credit += msg[1]
+
+    def send_segments(self, index: int, segments) -> None:
+        """Send one chunk once the model has room for it (waits for credit)."""
+        while self.credit < len(segments):
+            msg = self._recv()
+            if msg is None or msg[0] != "credit":  # stopped in the middle of a file
+                raise ParentGone
+            self.credit += msg[1]
+        self.send(("segments", index, len(segments)))
+        try:
+            self.data.sendall(memoryview(segments).cast("B"))
+        except OSError:
+            raise ParentGone from None
+        self.credit -= len(segments)
+
+    def send(self, msg) -> None:
+        try:
+            self.conn.send(msg)
+        except OSError:  # BrokenPipeError, ConnectionResetError: the parent's end is closed
+            raise ParentGone from None
+
+    def _recv(self):
+        while not self.conn.poll(_POLL_S):
+            if os.getppid() != self.parent_pid:
+                raise ParentGone
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            raise ParentGone from None
+
+
+def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: int, parent_pid: int) -> None:
     """The worker's main loop (the target of a spawned process)."""
     # One thread each: the model in the parent process gets the cores; decoders overlap with it, not with each other.
     os.environ["OMP_NUM_THREADS"] = "1"
     # Ctrl-C reaches the whole process group: the parent handles it and stops the workers, with no traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    channel = Channel(conn, data, window, parent_pid)
+    try:
+        while (job := channel.next_job()) is not None:
+            _process(channel, *job, sample_rate=sample_rate, segment_samples=segment_samples, chunk=min(chunk, window))
+    except ParentGone:
+        pass
+    finally:
+        conn.close()
+        data.close()
+
+
+def _process(channel: Channel, index: int, path: str, known_hash: str | None, sample_rate: int,
+             segment_samples: int, chunk: int) -> None:
+    """One file: its hash, then (unless the bytes are the known ones) its segments and what was decoded."""
     from ..errors import AudioError
     from .hashing import file_hash
 
-    def put(item) -> None:
-        while True:
-            try:
-                results.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                _exit_if_orphaned(parent_pid, results)
-
-    while True:
-        try:
-            job = tasks.get(timeout=_POLL_S)
-        except queue.Empty:
-            _exit_if_orphaned(parent_pid, results)
-            continue
-        if job is None:
+    try:
+        digest, size, mtime_ns = file_hash(path)
+        stat = {"hash": digest, "size": size, "mtime_ns": mtime_ns}
+        if digest == known_hash:
+            channel.send(("same", index, stat))
             return
-        index, path, known_hash = job
-        put(("start", index, os.getpid()))
-        try:
-            digest, size, mtime_ns = file_hash(path)
-            stat = {"hash": digest, "size": size, "mtime_ns": mtime_ns}
-            if digest == known_hash:
-                put(("same", index, stat))
-                continue
-            decoded = [0]
-            for segments in _segments(path, sample_rate, segment_samples, chunk, decoded):
-                put(("segments", index, segments))
-            put(("done", index, {**stat, "samples": decoded[0]}))
-        except AudioError as e:
-            put(("error", index, e.reason))
-        except OSError as e:
-            put(("error", index, f"cannot be read ({e.strerror or e})"))
-        except Exception as e:  # a decoder bug must cost one file, not the run
-            put(("error", index, f"unexpected error ({type(e).__name__}: {e})"))
+        decoded = [0]
+        for segments in _segments(path, sample_rate, segment_samples, chunk, decoded):
+            channel.send_segments(index, segments)
+        channel.send(("done", index, {**stat, "samples": decoded[0]}))
+    except ParentGone:
+        raise
+    except AudioError as e:
+        channel.send(("error", index, e.reason))
+    except OSError as e:
+        channel.send(("error", index, f"cannot be read ({e.strerror or e})"))
+    except Exception as e:  # a decoder bug must cost one file, not the run
+        channel.send(("error", index, f"unexpected error ({type(e).__name__}: {e})"))
 
 
 def _segments(path: str, sample_rate: int, segment_samples: int, chunk: int, decoded: list):
@@ -74,9 +135,3 @@ def _segments(path: str, sample_rate: int, segment_samples: int, chunk: int, dec
 
     with audio.stream(path, sr=sample_rate) as blocks:
         yield from segment_batches(counted(blocks), segment_samples, segment_samples, chunk)
-
-
-def _exit_if_orphaned(parent_pid: int, results) -> None:
-    if os.getppid() != parent_pid:
-        results.cancel_join_thread()  # nobody will read what is still buffered: don't wait for it
-        os._exit(0)

@@ -1,14 +1,23 @@
 """`samplecnn index`: tag whole folders into a library database, resumably.
 
-The pipeline: decoder worker processes (decode.py) hash, decode and segment files in parallel and stream segments
-through a bounded queue; this process gathers segments of any files into model batches as they come (the model
-never waits for one file to be decoded whole), and commits each finished track in its own transaction.
+The pipeline: decoder worker processes (decode.py) hash, decode and segment files in parallel, each streaming its
+file's segments through its own pipe; this process gathers segments of any files into model batches as they come
+(the model never waits for one file to be decoded whole), and commits each finished track in its own transaction.
+
+Reliability, by construction:
+- each decoder holds one file at a time and has its own pipe, so a decoder that dies (killed, out of memory, a
+  decoder crash) costs only the file it held: that file is tried once more in a fresh process, and recorded as a
+  failure if it kills that one too. The other decoders and the run go on;
+- decoders may run ahead of the model by a fixed number of segments each (decode.py's credit), so memory does not
+  grow with a track's length.
 
 What a rerun does with each file found, compared with the row of the same path and model:
-- same size and mtime: skipped without reading it;
+- same size and mtime: skipped without reading it (with `verify=True`: hashed, and re-tagged if the bytes differ);
 - different size or mtime, same bytes (copied back, touched): only the stat is updated;
 - different bytes, or not indexed yet, or failed before: (re-)tagged;
-- indexed before but gone from disk: reported as missing, deleted from the library with `prune=True`.
+- indexed before but gone from disk: reported as missing, deleted from the library with `prune=True` (refused for a
+  root folder that is gone or empty as a whole: that is an unmounted drive or a renamed folder more often than a
+  deleted collection).
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import multiprocessing
+import multiprocessing.connection
 import os
-import queue
+import signal
+import socket
 import sys
 from typing import Iterable
 
@@ -30,15 +41,23 @@ from . import decode, hashing, store
 
 _POLL_S = 1.0
 _CHUNK_SEGMENTS = 16  # segments per message from a decoder: ~3.8 MB, a few dozen ms of model time
+_RETRIES = 1          # a file whose decoder died is tried this many more times, each in a fresh process
 
 
 def default_workers(device_type: str = "cpu") -> int:
     """Decoders to run beside the model, one core left to it. On a CPU at most 4: the model (~190x real time on 2
     cores) is the bottleneck and more decoders only take its cores. With a GPU the model runs ~20,000x real time and
-    each decoder ~600-1,300x, so decoding is the bottleneck: up to 16 (any accelerator) (an H200 machine, 112 tracks: 4 workers 12.9 s,
-    12 workers 10.5 s including start-up; README, Benchmarks)."""
+    each decoder ~600-1,300x, so decoding is the bottleneck: up to 16 (any accelerator; on an H200 machine, 112
+    tracks: 4 workers 12.9 s, 12 workers 10.5 s including start-up; README, Benchmarks)."""
     cap = 4 if device_type == "cpu" else 16
     return max(1, min(cap, (os.cpu_count() or 2) - 1))
+
+
+def window_segments(batch_size: int, n_workers: int) -> int:
+    """Segments each decoder may have sent that the model has not used yet: two messages (one arriving while one is
+    used), and together at least two model batches, so the model never waits on a round trip. It bounds memory:
+    n_workers x window x 236 KB, whatever the tracks' lengths."""
+    return max(2 * _CHUNK_SEGMENTS, -(-2 * batch_size // max(1, n_workers)))
 
 
 @dataclasses.dataclass
@@ -47,6 +66,7 @@ class Report:
 
     model_id: str = ""
     found: int = 0
+    bad_inputs: int = 0          # arguments that gave no file (missing, not a folder, a folder without audio)
     new: int = 0
     retagged: int = 0
     unchanged: int = 0
@@ -55,10 +75,17 @@ class Report:
     missing: list[str] = dataclasses.field(default_factory=list)
     pruned: int = 0
     interrupted: bool = False
+    decoder_deaths: int = 0
+    peak_segments_in_flight: int = 0  # decoded segments held for the model at once (bounded by the windows)
 
     @property
     def indexed(self) -> int:
         return self.new + self.retagged
+
+    @property
+    def inputs(self) -> int:
+        """Files found plus arguments that gave none: what "N of M input(s) failed" counts."""
+        return self.found + self.bad_inputs
 
 
 def load_model(name_or_path: str, device: str | None = None, batch_size: int | None = None):
@@ -74,39 +101,35 @@ def load_model(name_or_path: str, device: str | None = None, batch_size: int | N
     return tagger, record
 
 
+@dataclasses.dataclass
+class _Job:
+    path: str
+    known: tuple[int, int, str] | None  # (size, mtime_ns, hash) of its row, None if not indexed yet
+
+
 def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model: str = "default",
           workers: int | None = None, batch_size: int | None = None, device: str | None = None,
-          taggrams: bool = False, prune: bool = False, progress: bool = True) -> Report:
-    """Index every audio file under `inputs` into the library at `db_path` (created if needed)."""
+          taggrams: bool = False, prune: bool = False, progress: bool = True, verify: bool = False) -> Report:
+    """Index every audio file under `inputs` into the library at `db_path` (created if needed).
+
+    `verify` hashes every file, even those whose size and mtime match their row, and re-tags those whose bytes
+    changed: the only way to catch an edit that kept both (a tool that restores the mtime)."""
     inputs = [os.fspath(p) for p in inputs]
     if workers is not None and workers < 1:
         raise SampleCNNError(f"--workers must be at least 1, got {workers}")
     files, input_errors = audio.find_audio(inputs)
     tagger, record = load_model(model, device=device, batch_size=batch_size)
     workers = default_workers(tagger.device.type) if workers is None else workers
-    report = Report(model_id=record.model_id, found=len(files))
-    report.failures.extend((e.path, e.reason) for e in input_errors)
+    report = Report(model_id=record.model_id, found=len(files), bad_inputs=len(input_errors))
+    report.failures.extend((os.fspath(e.path), e.reason) for e in input_errors)
 
     with store.Library(db_path, create=True) as lib:
-        lib.add_model(record)
-        known = lib.states(record.model_id)
-        jobs: list[tuple[str, str | None]] = []
-        present = set()
-        for f in files:
-            path = os.path.abspath(f)
-            present.add(path)
-            try:
-                st = os.stat(path)
-            except OSError as e:
-                report.failures.append((path, f"cannot be read ({e.strerror})"))
-                continue
-            old = known.get(path)
-            if old is not None and old[:2] == (st.st_size, st.st_mtime_ns):
-                report.unchanged += 1
-            else:
-                jobs.append((path, old[2] if old else None))
-
+        present = {os.path.abspath(f) for f in files}
         roots = [os.path.abspath(p) for p in inputs]
+        if prune:
+            _check_prune_roots(lib, roots, present, record.model_id)
+        lib.add_model(record)
+        jobs = _plan(files, lib.states(record.model_id), verify, report)
         report.missing = [p for p in lib.paths_under(roots, record.model_id)
                           if p not in present and not os.path.exists(p)]
         if prune and report.missing:
@@ -121,6 +144,38 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
     return report
 
 
+def _plan(files, known: dict, verify: bool, report: Report) -> list[_Job]:
+    """The files to send to the decoders: new, changed stat, or every one with `verify`."""
+    jobs = []
+    for f in files:
+        path = os.path.abspath(f)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            report.failures.append((path, f"cannot be read ({e.strerror})"))
+            continue
+        old = known.get(path)
+        if old is not None and old[:2] == (st.st_size, st.st_mtime_ns) and not verify:
+            report.unchanged += 1
+        else:
+            jobs.append(_Job(path, old))
+    return jobs
+
+
+def _check_prune_roots(lib: store.Library, roots: list[str], present: set[str], model_id: str) -> None:
+    """Refuse --prune for a root that is gone or holds no audio while the library has rows under it: a renamed
+    folder or an unmounted drive must not empty the library (its rows would all look deleted)."""
+    for root in roots:
+        prefix = root.rstrip(os.sep) + os.sep
+        if root in present or any(p.startswith(prefix) for p in present):
+            continue
+        held = lib.paths_under([root], model_id)
+        if held:
+            state = "does not exist" if not os.path.lexists(root) else "has no audio files"
+            raise SampleCNNError(f"{state}, but the library holds {len(held)} file(s) under it: --prune refused "
+                                 "(an unmounted drive or a renamed folder?)", root)
+
+
 @dataclasses.dataclass
 class _InFlight:
     path: str
@@ -132,41 +187,52 @@ class _InFlight:
     error: str | None = None
 
 
-class _Pipeline:
-    """Decoder processes -> bounded queue -> batches of segments across files -> the model -> one commit per track."""
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    """A decoder process, the parent's ends of its two channels, the ring its segments are received into (used in
+    arrival order: `tail` is where the next ones go), and the job it holds (None: idle)."""
 
-    def __init__(self, tagger: inference.Tagger, lib: store.Library, record: store.Model,
-                 jobs: list[tuple[str, str | None]], n_workers: int, taggrams: bool, progress: bool, report: Report):
+    proc: multiprocessing.process.BaseProcess
+    conn: multiprocessing.connection.Connection
+    data: socket.socket
+    ring: np.ndarray
+    tail: int = 0
+    job: int | None = None
+    alive: bool = True
+
+
+class _Pipeline:
+    """Decoder processes -> a pipe each -> batches of segments across files -> the model -> one commit per track."""
+
+    def __init__(self, tagger: inference.Tagger, lib: store.Library, record: store.Model, jobs: list[_Job],
+                 n_workers: int, taggrams: bool, progress: bool, report: Report):
         self.tagger, self.lib, self.record, self.jobs = tagger, lib, record, jobs
         self.n_workers = min(n_workers, len(jobs))
         self.taggrams, self.report = taggrams, report
         self.batch_size = tagger.batch_size
-        self.max_rows = max(2 * self.batch_size, 2 * _CHUNK_SEGMENTS)
+        self.window = window_segments(self.batch_size, self.n_workers)
+        self.queue: collections.deque[int] = collections.deque(range(len(jobs)))
+        self.attempts: collections.Counter[int] = collections.Counter()
+        self.workers: list[_Worker] = []
         self.active: dict[int, _InFlight] = {}
         self.unfinished = set(range(len(jobs)))
-        self.pending: collections.deque = collections.deque()  # (job, segments array) waiting for the model
+        self.pending: collections.deque = collections.deque()  # (job, worker, segments) waiting for the model
         self.pending_rows = 0
-        self.worker_job: dict[int, int] = {}
         self.thresholds = np.asarray(record.thresholds, dtype=np.float32)
         self.show_progress = progress
 
     def run(self) -> None:
         from tqdm import tqdm
 
-        ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
-        self.ctx = ctx
-        self.tasks = ctx.Queue()
-        self.results = ctx.Queue(maxsize=2 * self.n_workers + 2)
-        for i, (path, known_hash) in enumerate(self.jobs):
-            self.tasks.put((i, path, known_hash))
-        self.procs = []
+        self.ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
         self.progress = tqdm(total=len(self.jobs), unit="file", file=sys.stderr, dynamic_ncols=True,
                              disable=not self.show_progress, smoothing=0.05)
         try:
             for _ in range(self.n_workers):
                 self._start_worker()
             while self.unfinished:
-                self._receive(block=self.pending_rows == 0)
+                self._assign()
+                self._receive(timeout=0 if self.pending_rows else _POLL_S)
                 if self.pending_rows:
                     self._run_batch()
                 self._finish_ready()
@@ -176,75 +242,155 @@ class _Pipeline:
 
     # -- workers --
 
-    def _start_worker(self) -> None:
-        self.tasks.put(None)  # its stop sign, queued behind every job
+    def _start_worker(self, job: int | None = None) -> None:
+        """A fresh decoder process (given `job` at once: the retry of a file whose decoder died)."""
+        ours, theirs = self.ctx.Pipe(duplex=True)
+        data_ours, data_theirs = socket.socketpair()
         p = self.ctx.Process(target=decode.run, daemon=True, name="samplecnn-decoder",
-                             args=(self.tasks, self.results, self.record.sample_rate,
-                                   self.record.segment_samples, _CHUNK_SEGMENTS, os.getpid()))
+                             args=(theirs, data_theirs, self.record.sample_rate, self.record.segment_samples,
+                                   _CHUNK_SEGMENTS, self.window, os.getpid()))
         p.start()
-        self.procs.append(p)
+        theirs.close()  # only the child holds its ends: its death reads as end-of-file here
+        data_theirs.close()
+        ring = np.empty((self.window, self.record.segment_samples), np.float32)
+        worker = _Worker(p, ours, data_ours, ring)
+        self.workers.append(worker)
+        if job is not None:
+            self._give(worker, job)
 
-    def _check_workers(self) -> None:
-        """Called when nothing arrived for a while: a crashed decoder costs its file, and is replaced."""
-        for p in list(self.procs):
-            if p.is_alive() or p.exitcode == 0:
-                continue
-            self.procs.remove(p)
-            job = self.worker_job.pop(p.pid, None)
-            if job is not None and job in self.active and self.active[job].info is None:
-                self.active[job].error = f"the decoder crashed on this file (exit code {p.exitcode})"
-            self._start_worker()
-        if not any(p.is_alive() for p in self.procs) and self.pending_rows == 0:
-            for job in sorted(self.unfinished - set(self.active)):  # lost with a worker before it said "start"
-                self.active[job] = _InFlight(*self.jobs[job], error="not processed (its decoder process died)")
+    def _assign(self) -> None:
+        for w in self.workers:
+            if w.job is None and self.queue and w.proc.is_alive():
+                self._give(w, self.queue.popleft())
+
+    def _give(self, w: _Worker, job: int) -> None:
+        j = self.jobs[job]
+        w.job = job
+        self.attempts[job] += 1
+        self.active[job] = _InFlight(j.path, j.known[2] if j.known else None)
+        self._send(w, ("job", job, j.path, self.active[job].known_hash))
+
+    def _send(self, w: _Worker, msg) -> None:
+        """A message to a worker; one that died meanwhile is found by _receive (its pipe reads as closed)."""
+        if w.alive:
+            try:
+                w.conn.send(msg)
+            except OSError:
+                pass
+
+    def _lost(self, w: _Worker) -> None:
+        """A decoder died: its file (if it held one) goes back to a fresh process once, then fails."""
+        w.alive = False
+        self.workers.remove(w)
+        w.conn.close()
+        w.data.close()
+        w.proc.join(timeout=5)
+        self.report.decoder_deaths += 1
+        job, w.job = w.job, None
+        if job is not None:
+            self._forget(job)
+            if self.attempts[job] > _RETRIES:
+                self.active[job] = _InFlight(self.jobs[job].path, None,
+                                             error=f"the decoder process died on this file twice "
+                                                   f"({_exit_reason(w.proc.exitcode)})")
+                job = None
+        if job is not None or self.queue:
+            self._start_worker(job)
+
+    def _forget(self, job: int) -> None:
+        """Drop what a dead decoder sent of an unfinished file: its retry starts from the first segment."""
+        kept = collections.deque()
+        for entry in self.pending:
+            if entry[0] == job:
+                self.pending_rows -= len(entry[2])
+            else:
+                kept.append(entry)
+        self.pending = kept
+        self.active.pop(job, None)
 
     def _stop_workers(self) -> None:
         finished = not self.unfinished
-        if not finished:
-            self.tasks.cancel_join_thread()  # undelivered jobs: don't block the exit on them
-        for p in self.procs:
-            p.join(timeout=5 if finished else 0)
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=5)
-        self.results.cancel_join_thread()
+        for w in self.workers:
+            if finished:
+                self._send(w, None)
+            else:  # a worker waiting to send sees the pipe close and exits
+                w.conn.close()
+                w.data.close()
+        for w in self.workers:
+            w.proc.join(timeout=5 if finished else 2)
+            if w.proc.is_alive():
+                w.proc.terminate()
+                w.proc.join(timeout=5)
+            w.conn.close()
+            w.data.close()
 
     # -- messages --
 
-    def _receive(self, block: bool) -> None:
-        try:
-            msg = self.results.get(timeout=_POLL_S) if block else self.results.get_nowait()
-        except queue.Empty:
-            if block:
-                self._check_workers()
-            return
-        self._handle(*msg)
-        while self.pending_rows < self.max_rows:
-            try:
-                msg = self.results.get_nowait()
-            except queue.Empty:
-                return
-            self._handle(*msg)
+    def _receive(self, timeout: float) -> None:
+        """Read whatever the workers sent (bounded by their credit), and notice dead ones."""
+        waitables = {}
+        for w in self.workers:
+            waitables[w.conn] = w
+            waitables[w.proc.sentinel] = w
+        ready = multiprocessing.connection.wait(list(waitables), timeout)
+        for w in {waitables[r] for r in ready}:
+            self._read(w)
 
-    def _handle(self, kind: str, job: int, payload) -> None:
-        if kind == "start":
-            self.worker_job[payload] = job
-            self.active[job] = _InFlight(*self.jobs[job])
+    def _read(self, w: _Worker) -> None:
+        try:
+            while w.conn.poll():
+                self._handle(w, *w.conn.recv())
+        except (EOFError, OSError):  # closed, or cut in the middle of a message: the worker is gone
+            self._lost(w)
             return
+        if not w.proc.is_alive():
+            self._lost(w)
+
+    def _handle(self, w: _Worker, kind: str, job: int, payload) -> None:
         st = self.active[job]
         if kind == "segments":
-            self.pending.append((job, payload))
-            st.rows_pending += len(payload)
-            self.pending_rows += len(payload)
-        elif kind == "done":
+            for view in self._segments(w, payload):
+                self.pending.append((job, w, view))
+            st.rows_pending += payload
+            self.pending_rows += payload
+            self.report.peak_segments_in_flight = max(self.report.peak_segments_in_flight, self.pending_rows)
+            return
+        w.job = None  # the file's last message: the worker is free for the next one
+        if kind == "done":
             st.info = payload
         elif kind == "same":
-            self.lib.touch_track(st.path, self.record.model_id, payload["size"], payload["mtime_ns"],
-                                 payload["hash"])
-            self.report.touched += 1
-            self._finished(job)
+            self._same(job, payload)
         elif kind == "error":
             st.error = payload
+
+    @staticmethod
+    def _segments(w: _Worker, n: int) -> list[np.ndarray]:
+        """Read the `n` segments announced into the free part of `w`'s ring (one or two views: it wraps around).
+        The worker's credit guarantees the space: it never has more than the ring's size unconsumed."""
+        size = len(w.ring)
+        views = [w.ring[w.tail:min(size, w.tail + n)]]
+        if w.tail + n > size:
+            views.append(w.ring[:w.tail + n - size])
+        for view in views:
+            buf, got = memoryview(view).cast("B"), 0
+            while got < len(buf):
+                k = w.data.recv_into(buf[got:])
+                if k == 0:
+                    raise EOFError("the decoder died in the middle of its segments")
+                got += k
+        w.tail = (w.tail + n) % size
+        return views
+
+    def _same(self, job: int, stat: dict) -> None:
+        """The bytes are those of the row: only a changed stat is recorded."""
+        known = self.jobs[job].known
+        if known is not None and known[:2] == (stat["size"], stat["mtime_ns"]):
+            self.report.unchanged += 1  # --verify: the file is as indexed
+        else:
+            self.lib.touch_track(self.jobs[job].path, self.record.model_id, stat["size"], stat["mtime_ns"],
+                                 stat["hash"])
+            self.report.touched += 1
+        self._finished(job)
 
     # -- the model --
 
@@ -252,19 +398,19 @@ class _Pipeline:
     def _run_batch(self) -> None:
         parts, owners, need = [], [], self.batch_size
         while need and self.pending:
-            job, segments = self.pending[0]
+            job, w, segments = self.pending[0]
             st = self.active[job]
             if st.error is not None:  # failed after sending segments (e.g. silent): drop them
                 self.pending.popleft()
-                self._consumed(st, len(segments))
+                self._consumed(st, w, len(segments))
                 continue
             take = segments[:need]
             if len(take) == len(segments):
                 self.pending.popleft()
             else:
-                self.pending[0] = (job, segments[need:])
+                self.pending[0] = (job, w, segments[need:])
             parts.append(take)
-            owners.append((job, len(take)))
+            owners.append((job, w, len(take)))
             need -= len(take)
         if not parts:
             return
@@ -274,16 +420,18 @@ class _Pipeline:
         probs = torch.sigmoid(model.classifier(embeddings)).float().cpu().numpy()
         embeddings = embeddings.float().cpu().numpy()
         start = 0
-        for job, n in owners:
+        for job, w, n in owners:
             st = self.active[job]
             st.probs.append(probs[start:start + n])
             st.embeds.append(embeddings[start:start + n])
-            self._consumed(st, n)
+            self._consumed(st, w, n)
             start += n
 
-    def _consumed(self, st: _InFlight, n: int) -> None:
+    def _consumed(self, st: _InFlight, w: _Worker, n: int) -> None:
+        """`n` segments left the pipeline: their decoder may send as many more."""
         st.rows_pending -= n
         self.pending_rows -= n
+        self._send(w, ("credit", n))
 
     # -- commits --
 
@@ -329,3 +477,12 @@ class _Pipeline:
         self.active.pop(job, None)
         self.unfinished.discard(job)
         self.progress.update(1)
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
