@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="planar: height-1 Conv2d in channels-last memory (oneDNN's fast bf16/AMX kernels); "
                         "auto: planar for bf16 on a CPU (default)")
     p.add_argument("--stop-after-steps", type=int, metavar="N", help="stop cleanly after N steps (resume later)")
+    p.add_argument("--budget-minutes", type=float, metavar="M",
+                   help="end training (validate the epoch so far, export) after M minutes of step compute over "
+                        "all resumes; pauses and validation do not count (equal-compute comparisons)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR exactly where it stopped")
     p.add_argument("--export-best", action="store_true",
                    help="only write RUN_DIR/model.safetensors from the best weights so far (calibrated thresholds), "
@@ -491,6 +494,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     path = train(TrainConfig(data=args.data, out=args.out, arch=args.arch, recipe=args.recipe, epochs=args.epochs,
                              batch_size=args.batch_size, amp=args.amp, seed=args.seed,
                              checkpoint_every=args.checkpoint_every, stop_after_steps=args.stop_after_steps,
+                             budget_minutes=args.budget_minutes,
                              resume=args.resume, device=args.device, width=args.width,
                              multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
                              valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,

@@ -79,6 +79,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 500         # optimizer steps between checkpoints (and at every epoch end)
     stop_after_steps: int | None = None  # stop cleanly after this many steps in this run (time-boxed sessions)
+    budget_minutes: float | None = None  # end training (and export) after this much step compute, over all resumes
     resume: bool = False
     device: str | None = None
     width: float = 1.0
@@ -109,6 +110,7 @@ class Progress:
     best_loss: float = math.inf
     bad_epochs: int = 0
     done: bool = False
+    compute_seconds: float = 0.0  # CPU time of the training steps / torch threads (pauses and validation excluded)
 
 
 class Run:
@@ -330,7 +332,9 @@ class Run:
                        desc=f"epoch {p.epoch + 1} lr {stages[p.stage].lr:g}", dynamic_ncols=True)
             self.ddp.train()
             for item in batches[p.step_in_epoch:]:
+                started = _compute_clock()
                 loss = self.step(*self.batch(item, p.epoch))
+                p.compute_seconds += _compute_clock() - started
                 p.step_in_epoch += 1
                 p.global_step += 1
                 steps_this_run += 1
@@ -343,8 +347,13 @@ class Run:
                     self.save()
                     self._log(f"stopped after {steps_this_run} steps; continue with --resume")
                     return None
+                if self.cfg.budget_minutes is not None and p.compute_seconds >= 60 * self.cfg.budget_minutes:
+                    break
             bar.close()
             self.end_epoch()
+            if self.cfg.budget_minutes is not None and p.compute_seconds >= 60 * self.cfg.budget_minutes:
+                p.done = True
+                self._log(f"compute budget of {self.cfg.budget_minutes:g} min spent at step {p.global_step}")
             self.save()
         return self.export()
 
@@ -395,7 +404,7 @@ class Run:
             record = {"epoch": p.epoch, "step": p.global_step, "stage": p.stage, "lr": self._lr(stage),
                       "valid_loss": result["loss"], "valid_roc_auc": result["roc_auc"],
                       "valid_pr_auc": result["pr_auc"], "valid_spearman": result.get("spearman"),
-                      "best": improved, "time": round(time.time(), 1)}
+                      "compute_minutes": round(p.compute_seconds / 60, 2), "best": improved, "time": round(time.time(), 1)}
             _write_metrics(self.out, _read_metrics(self.out) + [record])
             _plot_curves(self.out)
             rho = f", Spearman {result['spearman']:.4f}" if result.get("spearman") is not None else ""
@@ -479,6 +488,14 @@ class Run:
 
 _FIXED = ("recipe", "teacher", "augment", "loss", "epoch_steps")  # what --resume must find unchanged
 _AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _compute_clock() -> float:
+    """Seconds of compute: this process's CPU time spread over torch's threads (wall time when it runs alone, and it
+    stands still while the process is paused, so runs compared at equal budgets got equal work)."""
+    if torch.cuda.is_available():
+        return time.perf_counter()
+    return time.process_time() / max(1, torch.get_num_threads())
 
 
 def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce") -> torch.Tensor:

@@ -1,0 +1,148 @@
+"""The default model's recipe ablation at equal compute: v2's recipe, each change alone, all together, and a narrower
+student, every run given the same minutes of training-step compute and scored on the same held-out tracks.
+
+    .venv/bin/python scripts/ablation.py --data runs/corpus-cache --valid-data runs/valid-cache --out runs/ablation \\
+        [--minutes 10] [--only NAME,...]
+
+--data needs the teacher's segment labels (`samplecnn teach --data CACHE`) for the runs without an online teacher;
+--valid-data is a cache whose valid split has teacher labels (the held-out packages). Runs continue where they
+stopped (`--resume`) and finished ones are not run again, so the script can be interrupted and restarted. Before a
+cosine run, a short calibration run measures its seconds per step, so that the schedule ends when the budget does.
+Writes OUT/table.md (markdown), OUT/ablation.json and OUT/curves.png (held-out ROC-AUC against compute minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+
+from samplecnn.evaluate import evaluate
+from samplecnn.train import TrainConfig, train
+
+# v2's recipe (the bundled default's model card): SGD at 0.01 on the teacher's precomputed segment labels, BCE.
+V2 = dict(recipe="paper", amp="bf16", batch_size=16, epoch_repeats=8, valid_segments=12)
+ALL = dict(V2, recipe="cosine", teacher="both", loss="logit-mse")
+RUNS = {  # name -> (what changes, options); "init" continues from the bundled default where the width allows
+    "v2": ("v2's recipe, continued", dict(V2, init="default")),
+    "views": ("+ consistent teaching (online teacher on augmented views)", dict(V2, teacher="both", init="default")),
+    "logit": ("+ logit MSE loss", dict(V2, loss="logit-mse", init="default")),
+    "cosine": ("+ AdamW, warm-up, cosine, EMA", dict(V2, recipe="cosine", init="default")),
+    "all": ("all three", dict(ALL, init="default")),
+    "all-scratch": ("all three, from scratch", dict(ALL)),
+    "all-w0.5": ("all three, width 0.5, from scratch", dict(ALL, width=0.5)),
+}
+TAG_COLUMNS = ("guitar", "synth", "piano", "electronic", "drums")
+EPOCH_STEPS = 150  # steps between validations for runs with an online teacher (~ an epoch of v2's recipe)
+
+
+def seconds_per_step(cfg: TrainConfig, scratch: Path, steps: int = 12) -> float:
+    """Compute seconds per step of this configuration, from a short run (the first 2 steps are warm-up)."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    times = []
+    for n in (2, steps):
+        train(dataclasses.replace(cfg, out=str(scratch), stop_after_steps=n, resume=n != 2, epochs=1000,
+                                  epoch_steps=max(EPOCH_STEPS, steps + 1)))
+        state = torch.load(scratch / "last.pt", weights_only=True)
+        times.append(state["progress"]["compute_seconds"])
+    shutil.rmtree(scratch, ignore_errors=True)
+    return (times[1] - times[0]) / (steps - 2)
+
+
+def run_config(name: str, options: dict, args: argparse.Namespace) -> Path:
+    out = args.out / name
+    cfg = TrainConfig(data=args.data, out=str(out), valid_data=args.valid_data, budget_minutes=args.minutes,
+                      epoch_steps=EPOCH_STEPS, checkpoint_every=50, seed=args.seed, **options)
+    if cfg.recipe == "cosine":  # plan the schedule to end with the budget
+        plan_file = out / "plan.json"
+        if plan_file.is_file():
+            plan = json.loads(plan_file.read_text())
+        else:
+            sps = seconds_per_step(cfg, args.out / f"{name}.calibrate")
+            steps = int(60 * args.minutes / sps)
+            per_epoch = EPOCH_STEPS if cfg.teacher != "none" else None
+            if per_epoch is None:  # an epoch of cache crops: every training clip epoch_repeats times
+                from samplecnn.data import Cache
+                per_epoch = math.ceil(len(Cache(cfg.data).indices("train")) * cfg.epoch_repeats / cfg.batch_size)
+            plan = {"seconds_per_step": sps, "steps": steps, "epochs": max(1, round(steps / per_epoch))}
+            out.mkdir(parents=True, exist_ok=True)
+            plan_file.write_text(json.dumps(plan))
+        cfg = dataclasses.replace(cfg, epochs=plan["epochs"])
+    summary = out / "valid" / "summary.json"
+    if not summary.is_file():
+        model = out / "model.safetensors"
+        if not model.is_file():
+            train(dataclasses.replace(cfg, resume=(out / "last.pt").is_file()))
+        evaluate(str(model), args.valid_data, split="valid", out=str(out / "valid"))
+    return summary
+
+
+def row(name: str, summary: Path) -> dict:
+    result = json.loads(summary.read_text())
+    per_tag = {r["tag"]: r for r in result["per_tag"]}
+    metrics = [json.loads(line) for line in (summary.parent.parent / "metrics.jsonl").read_text().splitlines()]
+    frequent = [r["roc_auc"] for r in result["per_tag"] if r["roc_auc"] is not None and r.get("positives", 0) >= 4]
+    return {"name": name, "change": RUNS[name][0], "roc_auc": result["roc_auc"], "pr_auc": result["pr_auc"],
+            "spearman": result.get("spearman"), "frequent_roc_auc": sum(frequent) / len(frequent) if frequent else None,
+            "steps": metrics[-1]["step"], "compute_minutes": metrics[-1].get("compute_minutes"),
+            **{tag: (per_tag.get(tag) or {}).get("roc_auc") for tag in TAG_COLUMNS},
+            "curve": [(m.get("compute_minutes"), m["valid_roc_auc"]) for m in metrics]}
+
+
+def table(rows: list[dict]) -> str:
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = ["| run | change | steps | compute min | ROC-AUC | PR-AUC | Spearman | tags >= 4 pos. | "
+             + " | ".join(TAG_COLUMNS) + " |", "|---" * (8 + len(TAG_COLUMNS)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['change']} | {r['steps']} | {r['compute_minutes']} | {fmt(r['roc_auc'])} | "
+                     f"{fmt(r['pr_auc'])} | {fmt(r['spearman'])} | {fmt(r['frequent_roc_auc'])} | "
+                     + " | ".join(fmt(r[t]) for t in TAG_COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Held-out ROC-AUC (training's validation, first segments of each track) against compute, one line per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        points = [(x, y) for x, y in r["curve"] if x is not None]
+        ax.plot(*zip(*points), marker="o", label=r["name"]) if points else None
+    ax.set_xlabel("training-step compute (min)")
+    ax.set_ylabel("held-out macro ROC-AUC (validation)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--valid-data", required=True)
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--minutes", type=float, default=10.0, help="training-step compute per run")
+    parser.add_argument("--only", help="comma-separated run names (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(RUNS)
+    unknown = sorted(set(names) - set(RUNS))
+    if unknown:
+        parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
+    rows = [row(name, run_config(name, RUNS[name][1], args)) for name in names]
+    (args.out / "ablation.json").write_text(json.dumps(rows, indent=1))
+    (args.out / "table.md").write_text(table(rows))
+    plot_curves(rows, args.out / "curves.png")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
