@@ -90,6 +90,7 @@ class TrainConfig:
     valid_data: str | None = None       # validate on this cache's valid split instead of --data's
     teacher: str = "none"               # "none": the cache's labels; musicnn/vgg/both: online consistent teaching
     augment: bool = True                # with a teacher: augmented views (speed, mix, filter, gain)
+    voices: str | None = None           # with a teacher: a cache of voice recordings mixed over a share of the views
     loss: str = "bce"                   # "bce" on probabilities, or "logit-mse" (Ba & Caruana 2014)
     epoch_steps: int = 1000             # with a teacher: optimizer steps per epoch (validation, checkpoint)
     ema: float | None = None            # weight moving-average decay per step (default: the recipe's; 0 = off)
@@ -161,7 +162,9 @@ class Run:
             from .views import Augment, ViewSampler
 
             self.teacher = TeacherEnsemble(teacher_names(cfg.teacher), tag_columns(self.cache.tags), self.device)
-            self.views = ViewSampler(self.cache, self.train_idx, cfg.seed, Augment() if cfg.augment else Augment.none())
+            voices = Cache(cfg.voices) if cfg.voices else None
+            self.views = ViewSampler(self.cache, self.train_idx, cfg.seed, Augment() if cfg.augment else Augment.none(),
+                                     voices=voices)
         self.progress = Progress()
         self.optimizer = self._optimizer(self.recipe["stages"][0])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
@@ -486,7 +489,7 @@ class Run:
             tqdm.write(message)
 
 
-_FIXED = ("recipe", "teacher", "augment", "loss", "epoch_steps")  # what --resume must find unchanged
+_FIXED = ("recipe", "teacher", "augment", "loss", "epoch_steps", "voices")  # what --resume must find unchanged
 _AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -522,6 +525,8 @@ def train(cfg: TrainConfig) -> Path | None:
         raise SampleCNNError(f"unknown --loss {cfg.loss!r}; choose from {', '.join(LOSSES)}")
     if cfg.layout not in LAYOUTS:
         raise SampleCNNError(f"unknown --layout {cfg.layout!r}; choose from {', '.join(LAYOUTS)}")
+    if cfg.voices and cfg.teacher == "none":
+        raise SampleCNNError("--voices needs --teacher: the teacher labels the mixtures", cfg.voices)
     if cfg.epoch_steps < 1 or (cfg.ema is not None and not 0.0 <= cfg.ema < 1.0):
         raise SampleCNNError("--epoch-steps must be >= 1 and --ema in [0, 1)")
     if cfg.amp not in (*_AMP, "auto"):

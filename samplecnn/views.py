@@ -46,23 +46,33 @@ class Augment:
     mix_db: tuple[float, float] = (-12.0, 0.0)  # level of the second track relative to the first
     p_filter: float = 0.4
     gain_db: tuple[float, float] = (-12.0, 3.0)
+    p_voice: float = 0.3                       # where a voice cache is given: speech or choir over the music ...
+    voice_snr_db: tuple[float, float] = (-6.0, 12.0)  # ... at this level relative to the music's RMS (songs: ~0-10)
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(p_speed=0.0, p_mix=0.0, p_filter=0.0, gain_db=(0.0, 0.0))
+        return cls(p_speed=0.0, p_mix=0.0, p_filter=0.0, gain_db=(0.0, 0.0), p_voice=0.0)
 
 
 class ViewSampler:
     """Batches of (student crops, teacher windows) drawn from the training clips of a cache.
 
     A clip is drawn with probability proportional to its length (every second of music is equally likely), and the
-    window's position uniformly inside it.
+    window's position uniformly inside it. `voices` (a cache of speech and choir recordings, e.g. from `samplecnn
+    corpus voices`) adds a voice over a share of the views: the student has no singing in its music, and the teacher
+    hears voices in mixtures (its vocal and gender tags respond to them).
     """
 
-    def __init__(self, cache: Cache, clips: np.ndarray, seed: int, augment: Augment = Augment()):
+    def __init__(self, cache: Cache, clips: np.ndarray, seed: int, augment: Augment = Augment(),
+                 voices: Cache | None = None):
         self.cache, self.clips, self.seed, self.augment = cache, np.asarray(clips), seed, augment
         lengths = cache.lengths[self.clips].astype(np.float64)
         self.weights = lengths / lengths.sum()
+        self.voices = voices
+        if voices is not None:
+            self.voice_clips = voices.indices("train")
+            if len(self.voice_clips) == 0:
+                raise ValueError("the voice cache has no clips in its train split")
 
     def batch(self, step: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(size, 59049) float32 student crops at 22050 Hz and (size, 47680) float32 teacher windows at 16 kHz."""
@@ -83,6 +93,8 @@ class ViewSampler:
         x = self._read(rng, speed)
         if rng.random() < a.p_mix:
             x = x + self._read(rng, 1.0) * np.float32(10 ** (rng.uniform(*a.mix_db) / 20))
+        if self.voices is not None and rng.random() < a.p_voice:
+            x = x + self._voice(rng, x, rng.uniform(*a.voice_snr_db))
         if rng.random() < a.p_filter:
             x = _random_filter(x, rng)
         x = x * np.float32(10 ** (rng.uniform(*a.gain_db) / 20))
@@ -101,6 +113,25 @@ class ViewSampler:
             x = soxr.resample(x, SAMPLE_RATE * speed, SAMPLE_RATE, "HQ")
             x = np.pad(x, (0, max(0, n_out - len(x))))[:n_out]
         return x
+
+
+    def _voice(self, rng: np.random.Generator, music: np.ndarray, snr_db: float) -> np.ndarray:
+        """Voices laid end to end from random places of random recordings (utterances are often shorter than a
+        window), scaled to `snr_db` above the music's RMS (a quiet window gets the voice at a fixed level)."""
+        out = np.zeros_like(music)
+        at = int(rng.integers(0, len(out) // 2))  # the voice may start late in the window
+        while at < len(out):
+            i = int(self.voice_clips[rng.integers(0, len(self.voice_clips))])
+            length = int(self.voices.lengths[i])
+            start = int(rng.integers(0, max(1, length - (len(out) - at) + 1)))
+            piece = self.voices.clip_float(i, start, min(length - start, len(out) - at))
+            out[at:at + len(piece)] = piece
+            at += len(piece) + int(rng.integers(SAMPLE_RATE // 10, SAMPLE_RATE // 2))  # a pause between utterances
+        voice_rms = float(np.sqrt(np.mean(out.astype(np.float64) ** 2)))
+        if voice_rms < 1e-6:
+            return out
+        music_rms = max(float(np.sqrt(np.mean(music.astype(np.float64) ** 2))), 0.01)
+        return out * np.float32(music_rms * 10 ** (snr_db / 20) / voice_rms)
 
 
 def _random_filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:

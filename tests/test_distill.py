@@ -198,3 +198,39 @@ def test_the_planar_layout_computes_the_same_function_and_gradients():
         for g, p in zip(grads, model.parameters()):
             if p.dim() > 1:  # (a bias before BatchNorm has a gradient of ~0: only rounding noise to compare)
                 assert (g - p.grad).norm() <= 1e-2 * g.norm(), arch
+
+
+@pytest.fixture(scope="module")
+def voice_cache(tmp_path_factory):
+    """A 'voice' cache: two recordings of a 1234-Hz tone (a stand-in voice that is easy to find in a mixture)."""
+    from scipy.io import wavfile
+
+    root = tmp_path_factory.mktemp("voices")
+    t = np.arange(int(1.5 * 22050)) / 22050
+    for k in range(2):
+        wavfile.write(root / f"v{k}.wav", 22050, (0.3 * np.sin(2 * np.pi * 1234 * t)).astype(np.float32))
+    (root / "labels.csv").write_text("path,split,voice\nv0.wav,train,1\nv1.wav,train,1\n")
+    out = tmp_path_factory.mktemp("vcache") / "voices"
+    assert main(["prepare", "folder", "--audio", str(root), "--labels", str(root / "labels.csv"),
+                 "--split-column", "split", "--min-seconds", "1", "--out", str(out), "--workers", "1"]) == 0
+    return out
+
+
+def test_a_voice_is_mixed_over_the_music_at_the_drawn_level(cache_path, voice_cache):
+    """The same draw with and without the voice cache: the difference is the voice, and its RMS is the drawn SNR
+    above the music's (turned down 20 dB, so that no peak is normalised)."""
+    cache, voices = Cache(cache_path), Cache(voice_cache)
+    plain = Augment(p_speed=0, p_mix=0, p_filter=0, gain_db=(-20.0, -20.0), p_voice=1.0, voice_snr_db=(-6.0, -6.0))
+    with_voice = ViewSampler(cache, cache.indices("train"), seed=5, augment=plain, voices=voices)
+    without = ViewSampler(cache, cache.indices("train"), seed=5, augment=plain)
+    for step in range(3):
+        a = with_voice.view(np.random.default_rng([5, step]))
+        b = without.view(np.random.default_rng([5, step]))
+        assert np.abs(a).max() <= 1.0 and np.abs(b).max() < 1.0
+        voice = a - b
+        spectrum = np.abs(np.fft.rfft(voice))
+        assert abs(np.argmax(spectrum) * 22050 / len(voice) - 1234) < 5
+        ratio_db = 20 * np.log10(np.sqrt(np.mean(voice ** 2)) / max(np.sqrt(np.mean(b ** 2)), 0.01))
+        assert abs(ratio_db - -6.0) < 0.1
+    student, teacher = with_voice.batch(0, 2)  # and the batch path carries the voice to both networks
+    assert student.shape == (2, SEGMENT_SAMPLES) and teacher.shape == (2, TEACHER_WINDOW)
