@@ -81,11 +81,11 @@ def teacher_step(batch: int):
     return lambda: teacher.probabilities(windows)
 
 
-def distill_step(data: str, width: float, batch: int):
+def distill_step(data: str, width: float, batch: int, amp: str = "bf16"):
     from samplecnn.train import Run, TrainConfig
 
     run = Run(TrainConfig(data=data, out=tempfile.mkdtemp(prefix="bench-train-"), recipe="cosine", teacher="both",
-                          amp="bf16", width=width, batch_size=batch))
+                          amp=amp, width=width, batch_size=batch, layout="planar"))
     counter = iter(range(10**9))
     return lambda: run.step(*run.batch(next(counter), 0))
 
@@ -103,7 +103,8 @@ def main() -> None:
     rows = [("student step", 1.0, "conv1d", "fp32", 16), ("student step", 1.0, "conv1d", "bf16", 16),
             ("student step", 1.0, "planar", "fp32", 16), ("student step", 1.0, "planar", "bf16", 16),
             ("student step", 1.0, "planar", "bf16", 8), ("student step", 1.0, "planar", "bf16", 32)]
-    rows += [("student step", w, "planar", "bf16", 16) for w in widths if w != 1.0]
+    rows += [("student step", w, layout, precision, 16) for w in widths if w != 1.0
+             for layout, precision in (("conv1d", "fp32"), ("planar", "fp32"), ("planar", "bf16"))]
     for what, width, layout, precision, batch in rows:
         rate = timed(student_step(width, layout == "planar", precision == "bf16", batch), batch, args.seconds)
         print(f"| {what} | {width:g} | {layout} | {precision} | {batch} | {rate:.1f} |", flush=True)
@@ -111,9 +112,11 @@ def main() -> None:
     print(f"| teacher (musicnn fp32 + vgg bf16) | - | - | mixed | 16 | {rate:.1f} |", flush=True)
     if args.data:
         for width in widths:
-            rate = timed(distill_step(args.data, width, 16), 16, args.seconds)
-            print(f"| distillation step (views + teacher + student) | {width:g} | planar | bf16 | 16 | {rate:.1f} |",
-                  flush=True)
+            for amp in ("none", "bf16"):
+                rate = timed(distill_step(args.data, width, 16, amp), 16, args.seconds)
+                precision = "bf16" if amp == "bf16" else "fp32"
+                print(f"| distillation step (views + teacher + student) | {width:g} | planar | {precision} | 16 | "
+                      f"{rate:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

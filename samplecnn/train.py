@@ -407,7 +407,8 @@ class Run:
             record = {"epoch": p.epoch, "step": p.global_step, "stage": p.stage, "lr": self._lr(stage),
                       "valid_loss": result["loss"], "valid_roc_auc": result["roc_auc"],
                       "valid_pr_auc": result["pr_auc"], "valid_spearman": result.get("spearman"),
-                      "compute_minutes": round(p.compute_seconds / 60, 2), "best": improved, "time": round(time.time(), 1)}
+                      "compute_minutes": round(p.compute_seconds / 60, 2), "valid_per_tag": result["per_tag"],
+                      "best": improved, "time": round(time.time(), 1)}
             _write_metrics(self.out, _read_metrics(self.out) + [record])
             _plot_curves(self.out)
             rho = f", Spearman {result['spearman']:.4f}" if result.get("spearman") is not None else ""
@@ -455,7 +456,8 @@ class Run:
         scores, loss = self.predict(self.valid_idx, self.cfg.valid_segments)
         summary = metrics.summary(self.valid_cache.labels[self.valid_idx], scores, self.valid_cache.tags)
         return {"loss": loss, "roc_auc": summary["roc_auc"], "pr_auc": summary["pr_auc"],
-                "spearman": summary.get("spearman")}
+                "spearman": summary.get("spearman"),
+                "per_tag": {r["tag"]: [r["positives"], r["roc_auc"]] for r in summary["per_tag"] if r["roc_auc"]}}
 
     def export(self) -> Path | None:
         """Best weights + F1-optimal thresholds from the validation split -> RUN_DIR/model.safetensors."""

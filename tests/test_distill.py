@@ -125,7 +125,9 @@ def test_teacher_runs_resume_to_the_same_weights_and_export_the_average(cache_pa
     assert _distill(cache_path, parts, "--epochs", "2", "--stop-after-steps", "4") == 0
     assert _distill(cache_path, parts, "--epochs", "2", "--resume") == 0
     a, b = (torch.load(p / "last.pt", weights_only=True) for p in (whole, parts))
-    assert a["progress"] == b["progress"] and a["progress"]["global_step"] == 6
+    timing = ("compute_seconds",)  # CPU time differs between any two runs
+    assert all(a["progress"][k] == v for k, v in b["progress"].items() if k not in timing)
+    assert a["progress"]["global_step"] == 6 and b["progress"]["compute_seconds"] > 0
     for key in ("model", "ema"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), (key, name)

@@ -130,7 +130,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(mtat_cache, tmp_path):
     assert _train(mtat_cache, parts, *common, "--resume") == 0
     a = torch.load(whole / "last.pt", weights_only=False)
     b = torch.load(parts / "last.pt", weights_only=False)
-    assert a["progress"] == b["progress"] and a["progress"]["global_step"] == 30
+    timing = ("compute_seconds",)  # CPU time differs between any two runs
+    assert all(a["progress"][k] == v for k, v in b["progress"].items() if k not in timing)
+    assert a["progress"]["global_step"] == 30 and b["progress"]["compute_seconds"] > 0
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert (whole / "metrics.jsonl").read_text().count("\n") == (parts / "metrics.jsonl").read_text().count("\n") == 2
