@@ -236,7 +236,8 @@ def main(argv: list[str]) -> None:
           f"fresh process, 30-s blocks, none kept:\n  peak RSS {imported:.0f} MB after imports "
           f"(PyAV, soxr, NumPy; no torch), "
           f"{first:.0f} MB after the first block, {half:.0f} MB halfway, {peak:.0f} MB at the end "
-          f"(+{peak - first:.1f} MB) for {secs / 60:.1f} min decoded at {secs / wall:.0f}x real time;\n  load() would hold "
+          f"(+{peak - first:.1f} MB) for {secs / 60:.1f} min decoded at {secs / wall:.0f}x real time;\n"
+          f"  load() would hold "
           f"{secs * SR * 4 / 1e6:.0f} MB of samples")
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def inference_rows(model, gflop: float, batches: list[int]) -> list[dict]:
         for b in batches:
             x = torch.randn(b, 1, models.SEGMENT_SAMPLES, device="cuda", dtype=dtype)
             with torch.inference_mode():
-                t = cuda_time(lambda: net(x))
+                t = cuda_time(lambda net=net, x=x: net(x))
             rows.append({"path": name, "batch": b, "seg_s": b / t, "x_rt": b / t * SEG_SECONDS,
                          "tflops": gflop * b / t / 1e3})
         net = None
@@ -91,7 +91,7 @@ def training_rows(n_tags: int, gflop: float, batches: list[int]) -> list[dict]:
             x = torch.randn(b, 1, models.SEGMENT_SAMPLES, device="cuda")
             y = (torch.rand(b, n_tags, device="cuda") > 0.9).float()
 
-            def step():
+            def step(net=net, x=x, y=y, opt=opt, amp=amp):
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp == "bf16"):
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x).float(), y)
                 opt.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ runs in a fresh process (malloc state and thread pools are process-wide); the ro
 Runtime fp32 / int8 (static, calibrated on the reference excerpts), and musicnn. Columns:
 - x real time of `tagger.tag(path)` per path, decode + resample + segment + model + aggregate included (best of 2-3
   after a warm-up); the ratio to musicnn (our PyTorch port of MTT_musicnn, in the same run; the original TensorFlow
-  package measured ~56-67x on this machine, ../shared/README.md section 3);
+  package is slower than the port: README, Benchmarks);
 - model-only segments/s at the path's batch size, achieved GFLOP/s and its fraction of the measured peak of the
   same precision (the better of a 4096^3 matmul and a 512-channel k=3 Conv1d);
 - accuracy against the fp32 eager reference: the largest song-level score difference and whether the top 5 tags
@@ -228,7 +228,7 @@ def measure_path(name: str, ckpt: Path, tmp: Path, files: list[Path], model_seco
     out = {"speed": {}, "scores": {}, "seconds": {}, "rate": None}
     for f in files:
         result = tagger.tag(f)  # warm-up (and the scores and the duration)
-        best = min(_timed(lambda: tagger.tag(f)) for _ in range(2 if result.duration > 60 else 3))
+        best = min(_timed(lambda f=f: tagger.tag(f)) for _ in range(2 if result.duration > 60 else 3))
         out["speed"][str(f)] = result.duration / best
         out["seconds"][str(f)] = result.duration
         out["scores"][str(f)] = result.scores.tolist()
@@ -429,11 +429,12 @@ def main() -> None:
         f"decoded blocks into segments (segment_batches, batch 1): {args.seconds / segmenting:.0f}x",
         "malloc: glibc mmap/trim thresholds raised (fastpath.tune_malloc), so activations are reused instead of "
         "page-faulted in anew every segment; musicnn gets it too",
-        "musicnn: our PyTorch port of MTT_musicnn in this run; the original TensorFlow package measured ~56-67x "
-        "real time on this machine (../shared/README.md section 3)",
+        "musicnn: our PyTorch port of MTT_musicnn in this run, with the same malloc tuning (the original "
+        "TensorFlow package is slower than the port)",
     ]
     if rss:
-        notes.append(f"peak RSS tagging {rss['hours']:.1f} h of 64 kbit/s mp3 (default tagger): {rss['peak_mb']:.0f} MB "
+        notes.append(f"peak RSS tagging {rss['hours']:.1f} h of 64 kbit/s mp3 (default tagger): "
+                     f"{rss['peak_mb']:.0f} MB "
                      f"({rss['loaded_mb']:.0f} MB after loading; a {args.seconds / 60:.0f}-min song peaks at "
                      f"{rss_short['peak_mb']:.0f} MB); {rss['x_real_time']:.0f}x real time")
     notes.append(f"start-up: `samplecnn tag` on a 10-s mp3 {t_cli:.2f} s vs `python -c \"import torch\"` "

@@ -6,8 +6,8 @@ Why this shape:
 - Channels are averaged to mono *before* resampling (half the resampling work for stereo, and a plain average
   rather than ffmpeg's surround matrix, which would weight the centre and drop the LFE).
 - Resampling is soxr 'HQ' (streaming). ffmpeg's default libswresample filter, which PyAV's AudioResampler uses,
-  lets a 12 kHz tone through at -33 dB (11.5 kHz: -20 dB) when going 44.1 kHz -> 22.05 kHz (soxr: -140 dB), and in
-  benchmarks/bench_decode.py it was ~1.4x slower than this path (PyAV decode + numpy downmix + soxr).
+  lets a 12 kHz tone through at -33 dB (11.5 kHz: -20 dB) when going 44.1 kHz -> 22.05 kHz (soxr: -140 dB), and it
+  is also slower than this path (PyAV decode + numpy downmix + soxr; README, Benchmarks: bench_decode.py).
 - Problems a user can cause (missing, not audio, no audio stream, NaN, silent...) raise `AudioError`, a single line
   naming the file; no ffmpeg exception or traceback escapes for them. A whole-file check (silence) can only
   happen at the end, so `stream()` raises it after the last block: a consumer needs no check of its own.

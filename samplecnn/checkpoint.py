@@ -354,7 +354,8 @@ def _expected_tensors(info: ModelInfo) -> dict[str, tuple[torch.dtype, tuple[int
             model = models.build(info.arch, **info.config)
     except (ValueError, TypeError, KeyError) as e:
         reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise _Refused(f"bad architecture config: {'unknown value ' if isinstance(e, KeyError) else ''}{reason}")
+        raise _Refused(f"bad architecture config: {'unknown value ' if isinstance(e, KeyError) else ''}{reason}"
+                       ) from None
     return {name: (t.dtype, tuple(t.shape)) for name, t in model.state_dict().items()}
 
 

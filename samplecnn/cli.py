@@ -157,15 +157,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--valid-fraction", type=float, default=0.1, help="default: %(default)s")
     r.add_argument("--test-fraction", type=float, default=0.1, help="default: %(default)s")
     r.add_argument("--seed", type=int, default=0, help="seed of the random split (default: %(default)s)")
-    for q in (q, r):
-        q.add_argument("--out", required=True, help="cache folder to write")
-        q.add_argument("--min-seconds", type=float, default=0.0,
+    for d in (q, r):
+        d.add_argument("--out", required=True, help="cache folder to write")
+        d.add_argument("--min-seconds", type=float, default=0.0,
                        help="leave out clips shorter than this (Lee et al. 2017 used 29.1 on MTAT; default: 0)")
-        q.add_argument("--workers", type=int, help="decoding processes (default: min(4, CPUs))")
-        q.add_argument("--force", action="store_true", help="rebuild OUT if it is already a complete cache")
-        q.set_defaults(run=_cmd_prepare)
+        d.add_argument("--workers", type=int, help="decoding processes (default: min(4, CPUs))")
+        d.add_argument("--force", action="store_true", help="rebuild OUT if it is already a complete cache")
+        d.set_defaults(run=_cmd_prepare)
 
-    # -- library tagging and the HTTP service (issue 5) --
+    # -- library tagging and the HTTP service --
     p = sub.add_parser("index", help="tag folders into a library database (resumable: reruns skip unchanged files)")
     p.add_argument("inputs", nargs="+", metavar="DIR")
     p.add_argument("--db", required=True, metavar="LIBRARY.sqlite", help="library database (created if missing)")
@@ -240,7 +240,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: only the service's own page)")
     p.set_defaults(run=_cmd_serve)
 
-    # -- ONNX export (issue 6) --
+    # -- ONNX export --
     p = sub.add_parser("export-onnx", help="export a checkpoint to ONNX (BatchNorm folded, dynamic batch, tags in "
                                            "the metadata); needs the `onnx` extra")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="registered model name or checkpoint path")
@@ -248,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(run=_cmd_export_onnx)
 
-    # -- training corpus from Debian's archive (issue 4) --
+    # -- training corpus from Debian's archive --
     p = sub.add_parser("corpus", help="build a corpus of redistributable training music (resumable: rerun to go on)")
     corpora = p.add_subparsers(dest="corpus", required=True, metavar="SOURCE")
     q = corpora.add_parser("debian", help="game soundtracks from 15 Debian packages (apt-get download + dpkg-deb -x, "
@@ -261,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="redo packages that an earlier run already extracted")
     q.set_defaults(run=_cmd_corpus)
 
-    # -- teacher labels for distillation (issue 4) --
+    # -- teacher labels for distillation --
     p = sub.add_parser("teach", help="label a prepared cache's segments with the musicnn teacher (resumable: rerun "
                                      "to go on)")
     p.add_argument("--data", metavar="CACHE", help="a cache made by `samplecnn prepare` (its tags: MTAT tags)")

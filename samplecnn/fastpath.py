@@ -4,13 +4,13 @@ when bf16 may be used without being asked for.
 Why:
 - Folding an eval-mode BatchNorm into the conv/linear before it is exact algebra (float64 arithmetic, one rounding to
   float32), removes a full pass over every activation, and is what makes bf16 usable at all: bf16 on the unfolded
-  model loses precision in the first layer (../shared/README.md section 5).
-- bf16 (weights and activations) is ~1.5x faster than fp32 on CPUs with avx512_bf16, but it changes the scores. It
+  model loses too much precision in the first layer.
+- bf16 (weights and activations) is faster than fp32 on CPUs with avx512_bf16, but it changes the scores. It
   is therefore used by "auto" only for a checkpoint whose metadata records that it was verified on real music
   (`verify_bf16` measures it; the training/export code stores the result with `record_bf16_verification`).
 - glibc returns every freed activation buffer over its mmap threshold to the OS, so each forward pass page-faults
-  ~40 MB of fresh memory back in (~9,800 faults per segment): `tune_malloc` keeps freed memory in the heap, which
-  doubled fp32 throughput here (benchmarks/bench_tag.py).
+  tens of MB of fresh memory back in, thousands of faults per segment: `tune_malloc` keeps freed memory in the heap,
+  which is worth more on a CPU than any other change here (README, Benchmarks).
 - The prepared model keeps the SampleCNN API (`forward`, `embed`, `classifier`, `embed_dim`), takes float32 input
   and returns float32: the tagger and the library indexer use it unchanged.
 """
@@ -33,8 +33,8 @@ from torch import nn
 from .errors import SampleCNNError
 
 PRECISIONS = ("auto", "fp32", "bf16")
-# The bar a bf16 verification must clear for "auto" to use it (issue 6): song-level scores within this of fp32 and
-# the same five top tags on every file checked.
+# The bar a bf16 verification must clear for "auto" to use it: song-level scores within this of fp32 and the same
+# five top tags on every file checked (a user reads the top tags and their rounded scores; neither may change).
 MAX_SCORE_DIFF = 0.01
 PROVENANCE_KEY = "bf16_verified"
 

@@ -87,18 +87,17 @@ class Tagger:
         self.device = devices.resolve(device)
         self.precision = fastpath.resolve_precision(precision, info.provenance, self.device)
         if self.device.type == "cpu":
-            fastpath.tune_malloc()  # 2x on CPU: activations are reused, not page-faulted in anew per segment
+            fastpath.tune_malloc()  # activations are reused, not page-faulted in anew per segment
         self.model = fastpath.prepare(model, self.precision).to(self.device)
         self.info = info
         self.name = name
-        # CPU (2 cores, benchmarks/bench_tag.py): fp32 gains nothing from batches over 1 once activations are reused
-        # (tune_malloc), and batch 1 keeps memory lowest; bf16 runs ~20% faster at batch 8 than at 1. GPUs want
-        # large batches.
+        # CPU: fp32 gains nothing from batches over 1 once activations are reused (tune_malloc), and batch 1 keeps
+        # memory lowest; bf16 gains from batch 8 (its kernels want more rows per call). GPUs want large batches.
         cpu_batch = 8 if self.precision == "bf16" else 1
         self.batch_size = batch_size or (cpu_batch if self.device.type == "cpu" else 64)
         # Blocks (30 s each) decoded ahead in a background thread while the model runs; 0 decodes in line. By default
-        # only where a core is free for it (a GPU, or more cores than torch threads): on 2 cores with 2 torch threads
-        # the decoder only takes time from the model (benchmarks/bench_tag.py: -3% to -7%; +10% with a free core).
+        # only where a core is free for it (a GPU, or more cores than torch threads): when torch's threads take every
+        # core, the decoding thread only takes time from the model (README, Benchmarks: "same + prefetch").
         if prefetch_blocks is None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             spare_core = cores > torch.get_num_threads()

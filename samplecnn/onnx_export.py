@@ -1,7 +1,7 @@
 """Export a checkpoint to ONNX: the BatchNorm-folded fp32 model, a dynamic batch axis, and the checkpoint's metadata.
 
-Why: ONNX Runtime is a second CPU engine (steadier than PyTorch when another process takes a core, see
-../shared/README.md section 5) and the way into other runtimes. The file is self-describing like our checkpoints:
+Why: ONNX Runtime is a second CPU engine (its timings vary less than PyTorch's when another process takes a
+core) and the way into other runtimes. The file is self-describing like our checkpoints:
 its metadata_props carry the tag list, thresholds, sample rate and segment length, so nothing has to be guessed.
 
 Graph: input "audio" (batch, 1, segment_samples) float32 mono at `sample_rate`; outputs "probabilities"

@@ -1,4 +1,4 @@
-"""`samplecnn teach`: label every 59049-sample segment of a prepared cache with a musicnn teacher (issue 4).
+"""`samplecnn teach`: label every 59049-sample segment of a prepared cache with a musicnn teacher.
 
 Why per segment: the student learns from 2.7-s crops, and a track's mean label says only what the teacher hears
 somewhere in it; a label for the crop itself says what is in the crop. Format of what is written: data/cache.py.

@@ -404,7 +404,8 @@ class Run:
             record = {"epoch": p.epoch, "step": p.global_step, "stage": p.stage, "lr": self._lr(stage),
                       "valid_loss": result["loss"], "valid_roc_auc": result["roc_auc"],
                       "valid_pr_auc": result["pr_auc"], "valid_spearman": result.get("spearman"),
-                      "compute_minutes": round(p.compute_seconds / 60, 2), "best": improved, "time": round(time.time(), 1)}
+                      "compute_minutes": round(p.compute_seconds / 60, 2), "best": improved,
+                      "time": round(time.time(), 1)}
             _write_metrics(self.out, _read_metrics(self.out) + [record])
             _plot_curves(self.out)
             rho = f", Spearman {result['spearman']:.4f}" if result.get("spearman") is not None else ""

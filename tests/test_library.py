@@ -96,7 +96,7 @@ def test_index_stores_complete_rows_equal_to_tagging_each_file(library):
         tracks = {Path(t.path).name: t for t in lib.tracks(model.model_id, taggram=True)}
         assert sorted(tracks) == ["duplicate.wav", "hum.wav", "jingle.flac", "noise.wav", "song.mp3", "song.wav",
                                   "sweep.wav"]
-        for name, t in tracks.items():
+        for t in tracks.values():
             result = tagger.tag(t.path)
             np.testing.assert_allclose(t.scores, result.scores, atol=1e-6)
             np.testing.assert_allclose(t.embedding, tagger.embed(t.path), atol=1e-5)

@@ -41,8 +41,21 @@ from .. import audio
 from ..errors import AudioError, SampleCNNError
 from ..fileio import atomic_path
 from ..models import SAMPLE_RATE
-from .cache import (AUDIO, DTYPE, FORMAT, INDEX, INDEX_COLUMNS, LABELS, META, PARTIAL, SCALE, SPLITS, TAGS,
-                    VERSION, Cache)
+from .cache import (
+    AUDIO,
+    DTYPE,
+    FORMAT,
+    INDEX,
+    INDEX_COLUMNS,
+    LABELS,
+    META,
+    PARTIAL,
+    SCALE,
+    SPLITS,
+    TAGS,
+    VERSION,
+    Cache,
+)
 
 __all__ = ["Source", "build", "default_workers", "to_int16"]
 

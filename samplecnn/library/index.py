@@ -45,10 +45,9 @@ _RETRIES = 1          # a file whose decoder died is tried this many more times,
 
 
 def default_workers(device_type: str = "cpu") -> int:
-    """Decoders to run beside the model, one core left to it. On a CPU at most 4: the model (~190x real time on 2
-    cores) is the bottleneck and more decoders only take its cores. With a GPU the model runs ~20,000x real time and
-    each decoder ~600-1,300x, so decoding is the bottleneck: up to 16 (any accelerator; on an H200 machine, 112
-    tracks: 4 workers 12.9 s, 12 workers 10.5 s including start-up; README, Benchmarks)."""
+    """Decoders to run beside the model, one core left to it. On a CPU at most 4: there the model is far slower
+    than one decoder, so it is the bottleneck and more decoders only take its cores. On an accelerator the model is
+    faster than many decoders together, so decoding is the bottleneck: up to 16 (README, Benchmarks)."""
     cap = 4 if device_type == "cpu" else 16
     return max(1, min(cap, (os.cpu_count() or 2) - 1))
 

@@ -1,7 +1,7 @@
 """Queries over a library: rank tracks by tag scores, or by how close their embedding is to a query's.
 
 Both load one column of the library as a numpy matrix and rank with a vectorised pass (no per-row Python): for
-100k tracks the similarity ranking is a 100k x 512 matrix-vector product (see benchmarks/bench_similar.py).
+100k tracks the similarity ranking is a 100k x 512 matrix-vector product (timings: README, bench_similar.py).
 """
 
 from __future__ import annotations

@@ -319,9 +319,9 @@ def _open(path: str | os.PathLike):
 
 
 def _kind(tags) -> str | None:
+    from mutagen._vorbis import VComment
     from mutagen.id3 import ID3
     from mutagen.mp4 import MP4Tags
-    from mutagen._vorbis import VComment
 
     if isinstance(tags, ID3):
         return "id3"
