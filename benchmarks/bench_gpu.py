@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samplecnn import audio, checkpoint, fastpath, models, pretrained  # noqa: E402
+from samplecnn import audio, checkpoint, folding, models, pretrained, verification  # noqa: E402
 from samplecnn.inference import Tagger  # noqa: E402
 
 SEG_SECONDS = models.SEGMENT_SAMPLES / models.SAMPLE_RATE
@@ -49,7 +49,7 @@ def inference_rows(model, gflop: float, batches: list[int]) -> list[dict]:
     rows = []
     for name in ("fp32", "tf32", "bf16"):
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
-        net = fastpath.prepare(model, "bf16" if name == "bf16" else "fp32").cuda().eval()
+        net = folding.prepare(model, "bf16" if name == "bf16" else "fp32").cuda().eval()
         dtype = torch.bfloat16 if name == "bf16" else torch.float32
         for b in batches:
             x = torch.randn(b, 1, models.SEGMENT_SAMPLES, device="cuda", dtype=dtype)
@@ -64,7 +64,7 @@ def inference_rows(model, gflop: float, batches: list[int]) -> list[dict]:
 
 
 def compiled_rows(model, gflop: float, batch: int) -> list[dict]:
-    net = fastpath.prepare(model, "bf16").cuda().eval()
+    net = folding.prepare(model, "bf16").cuda().eval()
     x = torch.randn(batch, 1, models.SEGMENT_SAMPLES, device="cuda", dtype=torch.bfloat16)
     try:
         t0 = time.perf_counter()
@@ -120,7 +120,7 @@ def song_rows(model, info, files: list[str]) -> dict:
         for f in files:
             tagger.tag(f)
         out[f"tag_{precision}_x_rt"] = decoded / (time.perf_counter() - t0)
-    check = fastpath.verify_bf16(model, info, files, device="cuda")
+    check = verification.verify_bf16(model, info, files, device="cuda")
     out.update({"audio_seconds": round(decoded, 1), "bf16_max_score_diff": check["max_score_diff"],
                 "bf16_max_segment_diff": check["max_segment_diff"], "bf16_top5_same": check["top5_same"],
                 "files": check["files"]})

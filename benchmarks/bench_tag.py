@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samplecnn import audio, checkpoint, fastpath, models  # noqa: E402
+from samplecnn import audio, checkpoint, devices, models, precision  # noqa: E402
 from samplecnn.inference import Tagger  # noqa: E402
 from samplecnn.segments import segment_batches  # noqa: E402
 
@@ -208,7 +208,7 @@ def make_tagger(name: str, ckpt: Path, tmp: Path):
     decoding in line with the model, glibc's default malloc behaviour."""
     precision, folded, malloc, batch, ahead, engine = PATHS[name]
     if malloc:
-        fastpath.tune_malloc()
+        devices.tune_malloc()
     if engine == "musicnn":
         from samplecnn.teachers.musicnn import load_teacher
 
@@ -350,7 +350,7 @@ def main() -> None:
         else:
             write_untrained(ckpt)
         names = [n for n in PATHS if "bf16" not in n and not n.startswith("ONNX")]
-        if fastpath.fast_bf16("cpu") or args.bf16_anyway:
+        if precision.fast_bf16("cpu") or args.bf16_anyway:
             names[-1:-1] = ["bf16 folded + malloc", "  same, batch 8 (bf16 default)"]
         if args.onnx:
             try:
@@ -371,8 +371,8 @@ def main() -> None:
         rates = {n: r["rate"] for n, r in results.items() if r["rate"]}
         seconds = {f: results[names[0]]["seconds"][str(f)] for f in files}  # decoded once per path already
 
-        fastpath.tune_malloc()  # for the peaks: no page faults in the large outputs
-        auto_precision = fastpath.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
+        devices.tune_malloc()  # for the peaks: no page faults in the large outputs
+        auto_precision = precision.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
         gflop = models.segment_gflop(checkpoint.load(ckpt)[0].eval())
         mm32, mm16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
         cv32, cv16 = conv_peak_gflops(torch.float32), conv_peak_gflops(torch.bfloat16)
@@ -404,7 +404,7 @@ def main() -> None:
         is_musicnn = name.startswith("musicnn")
         rate = rates.get(name)
         peak = peak16 if "bf16" in name else peak32
-        diffs = [fastpath.compare_scores(scores[ref_name][f], scores[name][f]) for f in files]
+        diffs = [precision.compare_scores(scores[ref_name][f], scores[name][f]) for f in files]
         rows.append([
             name, *(f"{speed[name][f]:.0f}" for f in files), f"{overall[name]:.0f}", f"{overall[name] / mus:.2f}",
             f"{rate:.1f}" if rate else "-", f"{rate * gflop:.0f}" if rate else "-",
@@ -412,7 +412,7 @@ def main() -> None:
             "-" if is_musicnn else f"{max(d for d, _ in diffs):.4f}",
             "-" if is_musicnn else ("yes" if all(s for _, s in diffs) else "NO"),
         ])
-    env = (f"torch {torch.__version__}, {args.threads} threads, native bf16: {fastpath.fast_bf16('cpu')}; "
+    env = (f"torch {torch.__version__}, {args.threads} threads, native bf16: {precision.fast_bf16('cpu')}; "
            f"load average {load_start:.2f} at start, {load_mid:.2f} before the subprocesses, {load_end:.2f} at end "
            f"(this run's own 2 threads count)")
     notes = [
@@ -427,7 +427,7 @@ def main() -> None:
         f"conv {cv32:.0f}), bf16 {peak16:.0f} (matmul {mm16:.0f}, conv {cv16:.0f})",
         f"decode + resample to 22050 Hz mono ({song.name}): {args.seconds / decode:.0f}x real time; cutting the "
         f"decoded blocks into segments (segment_batches, batch 1): {args.seconds / segmenting:.0f}x",
-        "malloc: glibc mmap/trim thresholds raised (fastpath.tune_malloc), so activations are reused instead of "
+        "malloc: glibc mmap/trim thresholds raised (devices.tune_malloc), so activations are reused instead of "
         "page-faulted in anew every segment; musicnn gets it too",
         "musicnn: our PyTorch port of MTT_musicnn in this run, with the same malloc tuning (the original "
         "TensorFlow package is slower than the port)",

@@ -14,9 +14,10 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from . import audio, checkpoint, devices, fastpath, pretrained
+from . import audio, checkpoint, devices, folding, pretrained
 from .errors import SampleCNNError
 from .models import SampleCNN
+from .precision import resolve_precision
 from .prefetch import prefetch
 from .segments import segment_batches
 
@@ -77,7 +78,7 @@ class Tagger:
     """A loaded model plus what its checkpoint says about it (tags, rates, thresholds).
 
     `model` is the inference copy: BatchNorm folded into the convolutions (exact), in bf16 when `precision` resolves
-    to it (see fastpath.resolve_precision: "auto" uses bf16 only where it is native and the checkpoint records that
+    to it (see precision.resolve_precision: "auto" uses bf16 only where it is native and the checkpoint records that
     it was verified on real music). The model passed in is not modified.
     """
 
@@ -85,10 +86,10 @@ class Tagger:
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  precision: str | None = "auto", prefetch_blocks: int | None = None):
         self.device = devices.resolve(device)
-        self.precision = fastpath.resolve_precision(precision, info.provenance, self.device)
+        self.precision = resolve_precision(precision, info.provenance, self.device)
         if self.device.type == "cpu":
-            fastpath.tune_malloc()  # activations are reused, not page-faulted in anew per segment
-        self.model = fastpath.prepare(model, self.precision).to(self.device)
+            devices.tune_malloc()  # activations are reused, not page-faulted in anew per segment
+        self.model = folding.prepare(model, self.precision).to(self.device)
         self.info = info
         self.name = name
         # CPU: fp32 gains nothing from batches over 1 once activations are reused (tune_malloc), and batch 1 keeps

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint, fastpath
+from . import checkpoint, folding
 from .fileio import atomic_path
 
 OPSET = 17
@@ -61,7 +61,7 @@ def export(checkpoint_path: str | os.PathLike, out: str | os.PathLike, overwrite
     import onnx  # the optional extra `onnx`; the CLI turns its absence into a one-line error
 
     model, info = checkpoint.load(checkpoint_path)
-    wrapped = _Exported(fastpath.fold_batchnorm(model)).eval()
+    wrapped = _Exported(folding.fold_batchnorm(model)).eval()
     example = torch.zeros(1, 1, info.segment_samples)
     with atomic_path(out, overwrite=overwrite) as tmp, warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs the extra

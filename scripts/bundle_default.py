@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samplecnn import checkpoint, fastpath
+from samplecnn import checkpoint, precision, verification
 from samplecnn.inference import Tagger
 from samplecnn.pretrained import ASSETS
 
@@ -43,8 +43,8 @@ def main() -> None:
     use_half = args.half and fp16_diff <= FP16_TOLERANCE
     if use_half:
         model = half_model  # verify bf16 on the weights that ship
-    bf16 = fastpath.verify_bf16(model, info, args.files)
-    fastpath.record_bf16_verification(info, bf16)
+    bf16 = verification.verify_bf16(model, info, args.files)
+    precision.record_bf16_verification(info, bf16)
 
     valid, floor = json.loads(Path(args.valid_report).read_text()), json.loads(Path(args.floor_report).read_text())
     info.provenance.update({
