@@ -20,6 +20,7 @@ from .models import SampleCNN
 from .precision import resolve_precision
 from .prefetch import prefetch
 from .segments import segment_batches
+from .workers import usable_cpus
 
 AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
 
@@ -100,8 +101,7 @@ class Tagger:
         # only where a core is free for it (a GPU, or more cores than torch threads): when torch's threads take every
         # core, the decoding thread only takes time from the model (README, Benchmarks: "same + prefetch").
         if prefetch_blocks is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            spare_core = cores > torch.get_num_threads()
+            spare_core = usable_cpus() > torch.get_num_threads()
             prefetch_blocks = 2 if self.device.type != "cpu" or spare_core else 0
         self.prefetch_blocks = prefetch_blocks
 

@@ -42,6 +42,7 @@ from .data import Cache
 from .errors import SampleCNNError
 from .fileio import atomic_path
 from .segments import segment_batches
+from .workers import usable_cpus
 
 SEG = models.SEGMENT_SAMPLES
 
@@ -553,7 +554,7 @@ def _init_distributed() -> tuple[int, int]:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if not torch.cuda.is_available():  # share the CPU cores between the processes of this node
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        torch.set_num_threads(max(1, usable_cpus() // local))
     return dist.get_rank(), world
 
 

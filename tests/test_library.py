@@ -467,8 +467,8 @@ def test_write_tags_keeps_an_existing_field_value_for_undo_and_skips_changed_fil
 def test_default_decoder_count_leaves_a_core_and_grows_with_a_gpu(monkeypatch):
     from samplecnn.library import index as index_module
 
-    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(index_module, "usable_cpus", lambda: 16)
     assert index_module.default_workers("cpu") == 4  # the model is the bottleneck on a CPU
     assert index_module.default_workers("cuda") == 15  # decoding is, beside a GPU
-    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(index_module, "usable_cpus", lambda: 2)
     assert index_module.default_workers("cpu") == index_module.default_workers("cuda") == 1

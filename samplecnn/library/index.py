@@ -37,6 +37,7 @@ import torch
 
 from .. import audio, inference, pretrained
 from ..errors import SampleCNNError
+from ..workers import context, sigint_held, usable_cpus
 from . import decode, hashing, store
 
 _POLL_S = 1.0
@@ -49,7 +50,7 @@ def default_workers(device_type: str = "cpu") -> int:
     than one decoder, so it is the bottleneck and more decoders only take its cores. On an accelerator the model is
     faster than many decoders together, so decoding is the bottleneck: up to 16 (README, Benchmarks)."""
     cap = 4 if device_type == "cpu" else 16
-    return max(1, min(cap, (os.cpu_count() or 2) - 1))
+    return max(1, min(cap, usable_cpus() - 1))
 
 
 def window_segments(batch_size: int, n_workers: int) -> int:
@@ -223,7 +224,8 @@ class _Pipeline:
     def run(self) -> None:
         from tqdm import tqdm
 
-        self.ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+        # spawned: a decoder that died is replaced while the model's threads run (samplecnn.workers)
+        self.ctx = context(runs_torch=False, started_late=True)
         self.progress = tqdm(total=len(self.jobs), unit="file", file=sys.stderr, dynamic_ncols=True,
                              disable=not self.show_progress, smoothing=0.05)
         try:
@@ -248,7 +250,8 @@ class _Pipeline:
         p = self.ctx.Process(target=decode.run, daemon=True, name="samplecnn-decoder",
                              args=(theirs, data_theirs, self.record.sample_rate, self.record.segment_samples,
                                    _CHUNK_SEGMENTS, self.window, os.getpid()))
-        p.start()
+        with sigint_held():
+            p.start()
         theirs.close()  # only the child holds its ends: its death reads as end-of-file here
         data_theirs.close()
         ring = np.empty((self.window, self.record.segment_samples), np.float32)
