@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_decode.py song.mp3 b.ogg   # or times your own files
 
 Compared, each to 22050 Hz mono float32, one thread:
-  samplecnn.audio.load     PyAV decode, numpy channel average, soxr 'HQ' streaming resampler (what we ship)
+  samplecnn.audio.decode_mono     PyAV decode, numpy channel average, soxr 'HQ' streaming resampler (what we ship)
   pyav+swr                 PyAV decode + av.AudioResampler (libswresample defaults: downmix and resample in ffmpeg)
   soundfile+soxr           libsndfile decode of the whole file, numpy average, soxr.resample 'HQ'
   pyav decode only         the floor: decoding with no conversion at all
@@ -111,7 +111,7 @@ def long_file(minutes: int = 60) -> Path:
 
 
 def ours(path):
-    return audio.load(path)
+    return audio.decode_mono(path)
 
 
 def pyav_swr(path):
@@ -138,7 +138,7 @@ def decode_only(path):
 
 
 METHODS = {
-    "samplecnn.audio.load": ours,
+    "samplecnn.audio.decode_mono": ours,
     "pyav+swr (default filter)": pyav_swr,
     "soundfile+soxr HQ": soundfile_soxr,
     "pyav decode only": decode_only,

@@ -49,7 +49,7 @@ def inference_rows(model, gflop: float, batches: list[int]) -> list[dict]:
     rows = []
     for name in ("fp32", "tf32", "bf16"):
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
-        net = folding.prepare(model, "bf16" if name == "bf16" else "fp32").cuda().eval()
+        net = folding.inference_copy(model, "bf16" if name == "bf16" else "fp32").cuda().eval()
         dtype = torch.bfloat16 if name == "bf16" else torch.float32
         for b in batches:
             x = torch.randn(b, 1, models.SEGMENT_SAMPLES, device="cuda", dtype=dtype)
@@ -64,7 +64,7 @@ def inference_rows(model, gflop: float, batches: list[int]) -> list[dict]:
 
 
 def compiled_rows(model, gflop: float, batch: int) -> list[dict]:
-    net = folding.prepare(model, "bf16").cuda().eval()
+    net = folding.inference_copy(model, "bf16").cuda().eval()
     x = torch.randn(batch, 1, models.SEGMENT_SAMPLES, device="cuda", dtype=torch.bfloat16)
     try:
         t0 = time.perf_counter()
@@ -111,7 +111,7 @@ def training_rows(n_tags: int, gflop: float, batches: list[int]) -> list[dict]:
 def song_rows(model, info, files: list[str]) -> dict:
     out = {}
     t0 = time.perf_counter()
-    decoded = sum(len(audio.load(f)) for f in files) / models.SAMPLE_RATE
+    decoded = sum(len(audio.decode_mono(f)) for f in files) / models.SAMPLE_RATE
     out["decode_x_rt"] = decoded / (time.perf_counter() - t0)
     for precision in ("fp32", "bf16"):
         tagger = Tagger(model, info, device="cuda", precision=precision)  # Tagger folds a copy: `model` stays
@@ -142,7 +142,7 @@ def main() -> None:
     props = torch.cuda.get_device_properties(0)
     print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, "
           f"cuDNN {torch.backends.cudnn.version()}")
-    model, info = checkpoint.load(pretrained.resolve("default"))
+    model, info = checkpoint.read(pretrained.checkpoint_path("default"))
     model.eval()
     gflop = models.segment_gflop(model)
     print(f"default model: {gflop:.2f} GFLOP per {SEG_SECONDS:.2f} s segment")

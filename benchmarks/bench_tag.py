@@ -93,7 +93,7 @@ def _bundled_default() -> Path | None:
     from samplecnn.errors import SampleCNNError
 
     try:
-        return pretrained.resolve("default")
+        return pretrained.checkpoint_path("default")
     except SampleCNNError:  # not installed in this checkout
         return None
 
@@ -213,7 +213,7 @@ def make_tagger(name: str, ckpt: Path, tmp: Path):
         from samplecnn.teachers.musicnn import load_teacher
 
         return load_teacher("MTT_musicnn")
-    model, info = checkpoint.load(ckpt)
+    model, info = checkpoint.read(ckpt)
     if engine != "torch":
         return OrtTagger(tmp / engine, model, info, torch.get_num_threads(), batch_size=batch, prefetch_blocks=ahead)
     tagger = Tagger(model, info, precision=precision, batch_size=batch, prefetch_blocks=ahead)
@@ -233,7 +233,7 @@ def measure_path(name: str, ckpt: Path, tmp: Path, files: list[Path], model_seco
         out["seconds"][str(f)] = result.duration
         out["scores"][str(f)] = result.scores.tolist()
     if not name.startswith("musicnn"):
-        x = audio.load(files[-1])[:SEG]
+        x = audio.decode_mono(files[-1])[:SEG]
         out["rate"] = model_only(name, tagger, x, model_seconds)
     return out
 
@@ -359,8 +359,8 @@ def main() -> None:
                 export(ckpt, tmp / "model.onnx")
                 names.insert(-1, "ONNX Runtime fp32")
                 if args.int8:
-                    calib = [s for f in reference_wavs() for s in _segments(audio.load(f))]
-                    calib += _segments(audio.load(ROOT / "examples" / "loop_amen_full.flac"))
+                    calib = [s for f in reference_wavs() for s in _segments(audio.decode_mono(f))]
+                    calib += _segments(audio.decode_mono(ROOT / "examples" / "loop_amen_full.flac"))
                     quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", calib)
                     names.insert(-1, "ONNX Runtime int8")
             except ImportError as e:
@@ -373,12 +373,12 @@ def main() -> None:
 
         devices.tune_malloc()  # for the peaks: no page faults in the large outputs
         auto_precision = precision.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
-        gflop = models.segment_gflop(checkpoint.load(ckpt)[0].eval())
+        gflop = models.segment_gflop(checkpoint.read(ckpt)[0].eval())
         mm32, mm16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
         cv32, cv16 = conv_peak_gflops(torch.float32), conv_peak_gflops(torch.bfloat16)
         peak32, peak16 = max(mm32, cv32), max(mm16, cv16)
-        decode = min(_timed(lambda: audio.load(song)) for _ in range(3))
-        decoded = audio.load(song)
+        decode = min(_timed(lambda: audio.decode_mono(song)) for _ in range(3))
+        decoded = audio.decode_mono(song)
         blocks = [decoded[i:i + 30 * SR] for i in range(0, len(decoded), 30 * SR)]
         segmenting = min(_timed(lambda: sum(1 for _ in segment_batches(blocks, SEG, SEG, 1))) for _ in range(3))
         load_mid = load_average()

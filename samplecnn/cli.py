@@ -314,7 +314,7 @@ def _cmd_export_onnx(args: argparse.Namespace) -> int:
         raise SampleCNNError("export-onnx needs the onnx package: pip install 'samplecnn[onnx]'")
     from .onnx_export import export
 
-    out = export(pretrained.resolve(args.checkpoint), args.out, overwrite=args.force)
+    out = export(pretrained.checkpoint_path(args.checkpoint), args.out, overwrite=args.force)
     print(f"wrote {out} (input 'audio' (batch, 1, samples); outputs 'probabilities', 'embedding')")
     return 0
 
@@ -437,11 +437,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from . import checkpoint, models, pretrained
 
-    path = pretrained.resolve(args.checkpoint)
+    path = pretrained.checkpoint_path(args.checkpoint)
     if args.json:  # the header alone: no weights read
         print(json.dumps(checkpoint.read_info(path).to_json(), indent=1))
         return 0
-    model, info = checkpoint.load(path)
+    model, info = checkpoint.read(path)
     trainable, running = models.count_parameters(model)
     config = ", ".join(f"{k}={v}" for k, v in info.config.items())
     print(f"checkpoint   {path}")

@@ -22,7 +22,7 @@ import torch
 from .errors import SampleCNNError
 
 
-def resolve(device: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
+def torch_device(device: str | torch.device | None = None, local_rank: int = 0) -> torch.device:
     """`device` checked against this machine, or the default: `cuda:<local_rank>` if a GPU is visible, else cpu."""
     if device is None or device == "":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")

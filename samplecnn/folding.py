@@ -98,7 +98,7 @@ def to_bf16(folded: nn.Module) -> nn.Module:
     return model
 
 
-def prepare(model: nn.Module, precision: str = "fp32") -> nn.Module:
+def inference_copy(model: nn.Module, precision: str = "fp32") -> nn.Module:
     """The model to run for a resolved precision ("fp32" or "bf16"): always BatchNorm-folded (exact in fp32)."""
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be 'fp32' or 'bf16' here, not {precision!r}")

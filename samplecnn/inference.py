@@ -86,11 +86,11 @@ class Tagger:
     def __init__(self, model: SampleCNN, info: checkpoint.ModelInfo, name: str | None = None,
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  precision: str | None = "auto", prefetch_blocks: int | None = None):
-        self.device = devices.resolve(device)
+        self.device = devices.torch_device(device)
         self.precision = resolve_precision(precision, info.provenance, self.device)
         if self.device.type == "cpu":
             devices.tune_malloc()  # activations are reused, not page-faulted in anew per segment
-        self.model = folding.prepare(model, self.precision).to(self.device)
+        self.model = folding.inference_copy(model, self.precision).to(self.device)
         self.info = info
         self.name = name
         # CPU: fp32 gains nothing from batches over 1 once activations are reused (tune_malloc), and batch 1 keeps
@@ -199,7 +199,7 @@ def load(name_or_path: str | os.PathLike = "default", device: str | torch.device
          batch_size: int | None = None, precision: str | None = "auto") -> Tagger:
     """Load a registered model by name (see `samplecnn models`) or a checkpoint file by path. `precision`: "auto"
     (bf16 only where native and verified for this checkpoint, else fp32), "fp32" or "bf16"."""
-    path = pretrained.resolve(name_or_path)
-    model, info = checkpoint.load(path)
+    path = pretrained.checkpoint_path(name_or_path)
+    model, info = checkpoint.read(path)
     name = str(name_or_path) if str(name_or_path) in pretrained.MODELS else Path(path).stem
     return Tagger(model, info, name=name, device=device, batch_size=batch_size, precision=precision)

@@ -60,7 +60,7 @@ def export(checkpoint_path: str | os.PathLike, out: str | os.PathLike, overwrite
     """Write the ONNX model of `checkpoint_path` to `out` (atomically); returns `out`."""
     import onnx  # the optional extra `onnx`; the CLI turns its absence into a one-line error
 
-    model, info = checkpoint.load(checkpoint_path)
+    model, info = checkpoint.read(checkpoint_path)
     wrapped = _Exported(folding.fold_batchnorm(model)).eval()
     example = torch.zeros(1, 1, info.segment_samples)
     with atomic_path(out, overwrite=overwrite) as tmp, warnings.catch_warnings():

@@ -103,7 +103,7 @@ class _Labeller:
             return i, None, f"unexpected {type(e).__name__}: {e}"
 
     def label(self, path: str, n_segments: int) -> np.ndarray:
-        wave = audio.load(path, sr=M.SAMPLE_RATE)
+        wave = audio.decode_mono(path, sr=M.SAMPLE_RATE)
         if len(wave) < M.MIN_SAMPLES:
             wave = np.pad(wave, (0, M.MIN_SAMPLES - len(wave)))
         features = M.log_compress(M.melpower(wave))        # (frames, 96), once per track

@@ -122,7 +122,7 @@ class Run:
         self.cfg = cfg
         self.recipe = RECIPES[cfg.recipe]
         self.rank, self.world = _init_distributed()
-        self.device = devices.resolve(cfg.device, local_rank=_local_rank())
+        self.device = devices.torch_device(cfg.device, local_rank=_local_rank())
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.amp == "auto":  # GPU runs use mixed precision; on a CPU bf16 is an explicit choice
@@ -186,8 +186,8 @@ class Run:
 
     def _init_from(self, name_or_path: str) -> None:
         """Copy a checkpoint's weights into the new model; a different tag vocabulary keeps a fresh head."""
-        path = pretrained.resolve(name_or_path)
-        source, info = checkpoint.load(path, device=self.device)
+        path = pretrained.checkpoint_path(name_or_path)
+        source, info = checkpoint.read(path, device=self.device)
         defaults = {k: p.default for k, p in inspect.signature(models.SampleCNN).parameters.items()}
         mine = {k: v for k, v in {**defaults, **self.model_config}.items() if k != "n_tags"}
         theirs = {k: v for k, v in {**defaults, **info.config}.items() if k != "n_tags"}

@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="fp16 storage when it passes the 1e-3 check")
     args = parser.parse_args()
 
-    model, info = checkpoint.load(args.model)
+    model, info = checkpoint.read(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         half_path = checkpoint.save(Path(tmp) / "half.safetensors", model, info, half=True)
-        half_model, _ = checkpoint.load(half_path)
+        half_model, _ = checkpoint.read(half_path)
     full, half = Tagger(model, info, precision="fp32"), Tagger(half_model, info, precision="fp32")
     fp16_diff = max(float(np.max(np.abs(full.tag(f).scores - half.tag(f).scores))) for f in args.files)
     use_half = args.half and fp16_diff <= FP16_TOLERANCE

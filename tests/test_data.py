@@ -155,7 +155,7 @@ def test_cached_audio_equals_the_decoder_within_int16_quantisation(mtat, full_ca
     root, _ = mtat
     assert full_cache.sample_rate == 22050
     for i, p in enumerate(full_cache.paths):
-        ref = audio.load(root / p, sr=22050)
+        ref = audio.decode_mono(root / p, sr=22050)
         got = full_cache.clip_float(i)
         assert got.dtype == np.float32 and len(got) == len(ref) == full_cache.lengths[i]
         assert np.abs(got - ref).max() <= 0.5 / SCALE + 1e-7
@@ -210,12 +210,12 @@ _SLOW_MAIN = """
 import sys, time
 from samplecnn import audio
 from samplecnn.cli import main
-load, calls = audio.load, []
+load, calls = audio.decode_mono, []
 def slow(*args, **kwargs):
     calls.append(1)
     time.sleep(float(sys.argv[1]))
     return load(*args, **kwargs)
-audio.load = slow
+audio.decode_mono = slow
 code = main(sys.argv[3:])
 open(sys.argv[2], "w").write(str(len(calls)))
 sys.exit(code)
@@ -288,7 +288,7 @@ def test_folder_tag_list_labels(tmp_path):
     assert cache.meta["source"]["label_format"] == "tag-list"
     np.testing.assert_array_equal(cache.labels[:6], [[1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 0, 0],
                                                      [1, 0, 1, 0], [0, 1, 0, 0]])
-    ref = audio.load(tmp_path / cache.paths[7])
+    ref = audio.decode_mono(tmp_path / cache.paths[7])
     assert np.abs(cache.clip_float(7) - ref).max() <= 0.5 / SCALE + 1e-7
     top = data.prepare_folder(tmp_path, table, tmp_path / "t", top=2, workers=1, progress=False)
     assert top.tags == ["rock", "guitar"]

@@ -35,7 +35,7 @@ def _with_bn_statistics(model, seed=0):
 
 def _real_segments(n=2):
     """Segments of real music (the bundled amen loop) plus a synthetic one."""
-    x = audio.load(AMEN)
+    x = audio.decode_mono(AMEN)
     segs = [x[i * SEG:(i + 1) * SEG] for i in range(min(n, len(x) // SEG))]
     segs.append(music_like(SEG / SR, seed=5))
     return torch.from_numpy(np.stack(segs)).unsqueeze(1)
@@ -77,7 +77,7 @@ def test_a_batchnorm_that_follows_no_conv_is_refused():
 
 def test_bf16_model_keeps_the_api_and_float32_outputs():
     model = _with_bn_statistics(models.build("samplecnn"))
-    fast = folding.prepare(model, "bf16")
+    fast = folding.inference_copy(model, "bf16")
     x = _real_segments(1)
     with torch.no_grad():
         logits, emb = fast(x), fast.embed(x)
@@ -139,7 +139,7 @@ def test_compare_scores():
 
 def test_verification_is_recorded_and_then_used_by_auto(tmp_path, monkeypatch):
     ckpt = write_checkpoint(tmp_path / "m.safetensors")
-    model, info = checkpoint.load(ckpt)
+    model, info = checkpoint.read(ckpt)
     song = tmp_path / "song.wav"
     sf.write(song, music_like(2.5 * SEG / SR, seed=4), SR)
     result = verification.verify_bf16(model, info, [song])
@@ -237,8 +237,8 @@ def test_prefetch_runs_a_bounded_distance_ahead_and_closes_the_source():
 def test_prefetched_tagging_equals_inline_tagging(tmp_path, ckpt_path):
     song = tmp_path / "song.flac"
     sf.write(song, music_like(40.0, sr=44100, channels=2, seed=8), 44100)  # two 30-s blocks
-    ahead = Tagger(*checkpoint.load(ckpt_path), prefetch_blocks=2).tag(song)
-    inline = Tagger(*checkpoint.load(ckpt_path), prefetch_blocks=0).tag(song)
+    ahead = Tagger(*checkpoint.read(ckpt_path), prefetch_blocks=2).tag(song)
+    inline = Tagger(*checkpoint.read(ckpt_path), prefetch_blocks=0).tag(song)
     np.testing.assert_array_equal(ahead.taggram, inline.taggram)
     assert ahead.duration == inline.duration
 
@@ -267,4 +267,4 @@ def test_decoding_ahead_by_default_only_with_a_spare_core(monkeypatch, ckpt_path
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert samplecnn.load(ckpt_path).prefetch_blocks == expected
-    assert Tagger(*checkpoint.load(ckpt_path), prefetch_blocks=1).prefetch_blocks == 1
+    assert Tagger(*checkpoint.read(ckpt_path), prefetch_blocks=1).prefetch_blocks == 1

@@ -394,7 +394,7 @@ def test_write_tags_dry_run_write_and_undo_on_mp3_ogg_flac_m4a(capsys, tmp_path,
 
     files = _tagged_copies(tmp_path / "music")
     originals = {k: p.read_bytes() for k, p in files.items()}
-    decoded = {k: audio.load(p) for k, p in files.items()}
+    decoded = {k: audio.decode_mono(p) for k, p in files.items()}
     titles = {k: mutagen.File(p, easy=True)["title"] for k, p in files.items()}
     user_tags = {k: dict(mutagen.File(p, easy=True).tags) for k, p in files.items()}
     db = tmp_path / "lib.sqlite"
@@ -415,7 +415,7 @@ def test_write_tags_dry_run_write_and_undo_on_mp3_ogg_flac_m4a(capsys, tmp_path,
     for kind, path in files.items():
         assert tagwrite.read_field(path) == decisions[kind]
         assert mutagen.File(path, easy=True)["title"] == titles[kind]       # the user's tags are kept
-        np.testing.assert_array_equal(audio.load(path), decoded[kind])       # the audio is untouched
+        np.testing.assert_array_equal(audio.decode_mono(path), decoded[kind])       # the audio is untouched
     assert _mpeg_frames(files["mp3"]) == _mpeg_frames_of(originals["mp3"], tmp_path)
 
     code, out, _ = run(capsys, *index)  # the library follows the rewritten headers: nothing to re-tag
@@ -428,7 +428,7 @@ def test_write_tags_dry_run_write_and_undo_on_mp3_ogg_flac_m4a(capsys, tmp_path,
     for kind, path in files.items():
         assert tagwrite.read_field(path) is None
         assert dict(mutagen.File(path, easy=True).tags) == user_tags[kind]
-        np.testing.assert_array_equal(audio.load(path), decoded[kind])
+        np.testing.assert_array_equal(audio.decode_mono(path), decoded[kind])
     assert _mpeg_frames(files["mp3"]) == _mpeg_frames_of(originals["mp3"], tmp_path)
     with store.Library(db) as lib:
         assert lib.tag_writes() == []

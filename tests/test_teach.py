@@ -79,7 +79,7 @@ def reference(prepared, source):
         t = M.load_teacher(name)
         rows = []
         for i, rel in enumerate(cache.paths):
-            wave = audio.load(source[0] / rel, 16000)
+            wave = audio.decode_mono(source[0] / rel, 16000)
             wave = np.pad(wave, (0, max(0, 47616 - len(wave))))      # shorter than a patch: padded to one
             n_frames = 1 + len(wave) // 256
             # trailing zeros change no frame of the track; they make its tail a whole patch for logmel

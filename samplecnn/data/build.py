@@ -202,7 +202,7 @@ def _resume(out: Path) -> list[tuple[int, int, int, str]]:
 def _decode(path: str) -> tuple[np.ndarray | None, str]:
     """One file -> (int16 samples, "") or (None, the reason it could not be decoded). Runs in a worker."""
     try:
-        return to_int16(audio.load(path, sr=SAMPLE_RATE)), ""
+        return to_int16(audio.decode_mono(path, sr=SAMPLE_RATE)), ""
     except AudioError as e:
         return None, e.reason
     except Exception as e:  # a decoder bug or MemoryError on one file must not stop a 25,000-file job

@@ -101,7 +101,7 @@ def _process(channel: Channel, index: int, path: str, known_hash: str | None, sa
              segment_samples: int, chunk: int) -> None:
     """One file: its hash, then (unless the bytes are the known ones) its segments and what was decoded."""
     from ..errors import AudioError
-    from .hashing import file_hash
+    from ..fileio import file_hash
 
     try:
         digest, size, mtime_ns = file_hash(path)

@@ -35,10 +35,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .. import audio, inference, pretrained
+from .. import audio, checkpoint, inference, pretrained
 from ..errors import SampleCNNError
 from ..workers import context, sigint_held, usable_cpus
-from . import decode, hashing, store
+from . import decode, store
 
 _POLL_S = 1.0
 _CHUNK_SEGMENTS = 16  # segments per message from a decoder: ~3.8 MB, a few dozen ms of model time
@@ -88,12 +88,14 @@ class Report:
         return self.found + self.bad_inputs
 
 
-def load_model(name_or_path: str, device: str | None = None, batch_size: int | None = None):
-    """(Tagger, store.Model) for a registered name or checkpoint path; the id hashes the checkpoint file."""
+def tagger_and_record(name_or_path: str, device: str | None = None,
+                      batch_size: int | None = None) -> tuple[inference.Tagger, store.Model]:
+    """The Tagger of a registered name or checkpoint path, and the library's record of that model (its id hashes
+    the checkpoint file: checkpoint.model_id)."""
     tagger = inference.load(name_or_path, device=device, batch_size=batch_size)
-    source = pretrained.resolve(name_or_path)
+    source = pretrained.checkpoint_path(name_or_path)
     info = tagger.info
-    record = store.Model(model_id=hashing.model_id(source, tagger.name), name=tagger.name or source.stem,
+    record = store.Model(model_id=checkpoint.model_id(source, tagger.name), name=tagger.name or source.stem,
                          source=os.path.abspath(source) if os.path.exists(name_or_path) else str(name_or_path),
                          tags=list(info.tags), thresholds=[float(t) for t in info.thresholds],
                          embed_dim=int(tagger.model.embed_dim), sample_rate=info.sample_rate,
@@ -118,7 +120,7 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
     if workers is not None and workers < 1:
         raise SampleCNNError(f"--workers must be at least 1, got {workers}")
     files, input_errors = audio.find_audio(inputs)
-    tagger, record = load_model(model, device=device, batch_size=batch_size)
+    tagger, record = tagger_and_record(model, device=device, batch_size=batch_size)
     workers = default_workers(tagger.device.type) if workers is None else workers
     report = Report(model_id=record.model_id, found=len(files), bad_inputs=len(input_errors))
     report.failures.extend((os.fspath(e.path), e.reason) for e in input_errors)

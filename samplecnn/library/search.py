@@ -77,11 +77,11 @@ def query_embedding(lib: store.Library, model: store.Model, query: str, checkpoi
         return track.embedding, path
     if not os.path.exists(path):
         raise SampleCNNError("neither an indexed track nor an existing file", query)
-    from .index import load_model
+    from .index import tagger_and_record
 
     source = checkpoint or model.source
     try:
-        tagger, record = load_model(source, device=device)
+        tagger, record = tagger_and_record(source, device=device)
     except SampleCNNError as e:
         raise SampleCNNError(f"{query} is not indexed, and the library's model cannot be loaded to embed it "
                              f"({e}); pass --model CHECKPOINT") from None
