@@ -472,3 +472,23 @@ def test_default_decoder_count_leaves_a_core_and_grows_with_a_gpu(monkeypatch):
     assert index_module.default_workers("cuda") == 15  # decoding is, beside a GPU
     monkeypatch.setattr(index_module, "usable_cpus", lambda: 2)
     assert index_module.default_workers("cpu") == index_module.default_workers("cuda") == 1
+
+
+def test_model_id_picks_the_library_model_and_the_old_model_spelling_still_works(library, capsys):
+    db = library["db"]
+    with store.Library(db) as lib:
+        model_id = lib.model().model_id
+    want = ["--db", db, "--tag", "piano", "--limit", "0", "--format", "jsonl"]
+    code, plain, _ = run(capsys, "search", *want)
+    assert code == 0
+    for option in ("--model-id", "--model"):  # --model: deprecated, same meaning
+        code, out, err = run(capsys, "search", *want, option, model_id)
+        assert code == 0 and out == plain, err
+        code, _, err = run(capsys, "search", *want, option, "no-such-model")
+        assert code == 1 and "no tracks of model 'no-such-model'" in err
+    code, out, err = run(capsys, "export", "--db", db, "--model-id", library["ckpt"], "--format", "jsonl")
+    assert code == 0 and len(out.splitlines()) == 7, err  # a checkpoint path picks its model too
+    # similar: --model is a checkpoint, as in tag/index/serve; --model-id picks the tracks
+    code, out, err = run(capsys, "similar", library["music"] / "song.wav", "--db", db, "--model-id", model_id,
+                         "--model", library["ckpt"], "--limit", "1", "--format", "jsonl")
+    assert code == 0 and Path(json.loads(out)["path"]).name == "duplicate.wav", err
