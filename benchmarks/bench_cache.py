@@ -9,8 +9,8 @@ Measured, one process, one thread:
   batch of 16    16 crops + their label rows -> torch tensors (what one training step consumes)
   cold crop      the same after asking the kernel to drop the file from the page cache (posix_fadvise
                  DONTNEED), i.e. crops that go to the disk: what a first epoch over a cache larger than RAM sees
-The data path must feed the model at least 10x faster than it trains (~6 segments/s fp32, ~12 bf16 on this
-2-core CPU: /work/shared/README.md section 5). Building the cache also reports the prepare rate (22050 Hz mono
+The data path must feed the model at least 10x faster than it trains (bench_train.py measures that rate), so
+that data never starves the model. Building the cache also reports the prepare rate (22050 Hz mono
 WAV input: no resampling, so this is the cache writer's overhead, not mp3 decoding; see bench_decode.py for that).
 """
 

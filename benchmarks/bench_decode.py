@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_decode.py song.mp3 b.ogg   # or times your own files
 
 Compared, each to 22050 Hz mono float32, one thread:
-  samplecnn.audio.load     PyAV decode, numpy channel average, soxr 'HQ' streaming resampler (what we ship)
+  samplecnn.audio.decode_mono     PyAV decode, numpy channel average, soxr 'HQ' streaming resampler (what we ship)
   pyav+swr                 PyAV decode + av.AudioResampler (libswresample defaults: downmix and resample in ffmpeg)
   soundfile+soxr           libsndfile decode of the whole file, numpy average, soxr.resample 'HQ'
   pyav decode only         the floor: decoding with no conversion at all
@@ -111,7 +111,7 @@ def long_file(minutes: int = 60) -> Path:
 
 
 def ours(path):
-    return audio.load(path)
+    return audio.decode_mono(path)
 
 
 def pyav_swr(path):
@@ -138,7 +138,7 @@ def decode_only(path):
 
 
 METHODS = {
-    "samplecnn.audio.load": ours,
+    "samplecnn.audio.decode_mono": ours,
     "pyav+swr (default filter)": pyav_swr,
     "soundfile+soxr HQ": soundfile_soxr,
     "pyav decode only": decode_only,
@@ -236,7 +236,8 @@ def main(argv: list[str]) -> None:
           f"fresh process, 30-s blocks, none kept:\n  peak RSS {imported:.0f} MB after imports "
           f"(PyAV, soxr, NumPy; no torch), "
           f"{first:.0f} MB after the first block, {half:.0f} MB halfway, {peak:.0f} MB at the end "
-          f"(+{peak - first:.1f} MB) for {secs / 60:.1f} min decoded at {secs / wall:.0f}x real time;\n  load() would hold "
+          f"(+{peak - first:.1f} MB) for {secs / 60:.1f} min decoded at {secs / wall:.0f}x real time;\n"
+          f"  load() would hold "
           f"{secs * SR * 4 / 1e6:.0f} MB of samples")
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samplecnn import audio, checkpoint, fastpath, models, pretrained  # noqa: E402
+from samplecnn import audio, checkpoint, folding, models, pretrained, verification  # noqa: E402
 from samplecnn.inference import Tagger  # noqa: E402
 
 SEG_SECONDS = models.SEGMENT_SAMPLES / models.SAMPLE_RATE
@@ -49,12 +49,12 @@ def inference_rows(model, gflop: float, batches: list[int]) -> list[dict]:
     rows = []
     for name in ("fp32", "tf32", "bf16"):
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = name == "tf32"
-        net = fastpath.prepare(model, "bf16" if name == "bf16" else "fp32").cuda().eval()
+        net = folding.inference_copy(model, "bf16" if name == "bf16" else "fp32").cuda().eval()
         dtype = torch.bfloat16 if name == "bf16" else torch.float32
         for b in batches:
             x = torch.randn(b, 1, models.SEGMENT_SAMPLES, device="cuda", dtype=dtype)
             with torch.inference_mode():
-                t = cuda_time(lambda: net(x))
+                t = cuda_time(lambda net=net, x=x: net(x))
             rows.append({"path": name, "batch": b, "seg_s": b / t, "x_rt": b / t * SEG_SECONDS,
                          "tflops": gflop * b / t / 1e3})
         net = None
@@ -64,7 +64,7 @@ def inference_rows(model, gflop: float, batches: list[int]) -> list[dict]:
 
 
 def compiled_rows(model, gflop: float, batch: int) -> list[dict]:
-    net = fastpath.prepare(model, "bf16").cuda().eval()
+    net = folding.inference_copy(model, "bf16").cuda().eval()
     x = torch.randn(batch, 1, models.SEGMENT_SAMPLES, device="cuda", dtype=torch.bfloat16)
     try:
         t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def training_rows(n_tags: int, gflop: float, batches: list[int]) -> list[dict]:
             x = torch.randn(b, 1, models.SEGMENT_SAMPLES, device="cuda")
             y = (torch.rand(b, n_tags, device="cuda") > 0.9).float()
 
-            def step():
+            def step(net=net, x=x, y=y, opt=opt, amp=amp):
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp == "bf16"):
                     loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x).float(), y)
                 opt.zero_grad(set_to_none=True)
@@ -111,7 +111,7 @@ def training_rows(n_tags: int, gflop: float, batches: list[int]) -> list[dict]:
 def song_rows(model, info, files: list[str]) -> dict:
     out = {}
     t0 = time.perf_counter()
-    decoded = sum(len(audio.load(f)) for f in files) / models.SAMPLE_RATE
+    decoded = sum(len(audio.decode_mono(f)) for f in files) / models.SAMPLE_RATE
     out["decode_x_rt"] = decoded / (time.perf_counter() - t0)
     for precision in ("fp32", "bf16"):
         tagger = Tagger(model, info, device="cuda", precision=precision)  # Tagger folds a copy: `model` stays
@@ -120,7 +120,7 @@ def song_rows(model, info, files: list[str]) -> dict:
         for f in files:
             tagger.tag(f)
         out[f"tag_{precision}_x_rt"] = decoded / (time.perf_counter() - t0)
-    check = fastpath.verify_bf16(model, info, files, device="cuda")
+    check = verification.verify_bf16(model, info, files, device="cuda")
     out.update({"audio_seconds": round(decoded, 1), "bf16_max_score_diff": check["max_score_diff"],
                 "bf16_max_segment_diff": check["max_segment_diff"], "bf16_top5_same": check["top5_same"],
                 "files": check["files"]})
@@ -142,7 +142,7 @@ def main() -> None:
     props = torch.cuda.get_device_properties(0)
     print(f"{props.name}, {props.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, "
           f"cuDNN {torch.backends.cudnn.version()}")
-    model, info = checkpoint.load(pretrained.resolve("default"))
+    model, info = checkpoint.read(pretrained.checkpoint_path("default"))
     model.eval()
     gflop = models.segment_gflop(model)
     print(f"default model: {gflop:.2f} GFLOP per {SEG_SECONDS:.2f} s segment")

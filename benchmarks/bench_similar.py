@@ -62,8 +62,8 @@ def main() -> None:
             load_s, (paths, matrix) = timed(lambda: lib.matrix(model.model_id, "embedding"), args.repeats)
             query = matrix[12345 % len(matrix)].copy()
             rank_s, _ = timed(lambda: search._top(search.cosine(matrix, query), 20), args.repeats)
-            total_s, hits = timed(lambda: search.similar(lib, model, query, limit=20, exclude=paths[12345 % len(paths)]),
-                                  args.repeats)
+            exclude = paths[12345 % len(paths)]
+            total_s, hits = timed(lambda: search.similar(lib, model, query, limit=20, exclude=exclude), args.repeats)
             search_s, _ = timed(lambda: search.search(lib, model, ["piano", "no vocals"], ["vocal"], limit=20),
                                 args.repeats)
         print(f"similar, {args.tracks:,} x {args.dim} float32 embeddings (median of {args.repeats}):")

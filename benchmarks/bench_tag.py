@@ -10,7 +10,7 @@ runs in a fresh process (malloc state and thread pools are process-wide); the ro
 Runtime fp32 / int8 (static, calibrated on the reference excerpts), and musicnn. Columns:
 - x real time of `tagger.tag(path)` per path, decode + resample + segment + model + aggregate included (best of 2-3
   after a warm-up); the ratio to musicnn (our PyTorch port of MTT_musicnn, in the same run; the original TensorFlow
-  package measured ~56-67x on this machine, ../shared/README.md section 3);
+  package is slower than the port: README, Benchmarks);
 - model-only segments/s at the path's batch size, achieved GFLOP/s and its fraction of the measured peak of the
   same precision (the better of a 4096^3 matmul and a 512-channel k=3 Conv1d);
 - accuracy against the fp32 eager reference: the largest song-level score difference and whether the top 5 tags
@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samplecnn import audio, checkpoint, fastpath, models  # noqa: E402
+from samplecnn import audio, checkpoint, devices, models, precision  # noqa: E402
 from samplecnn.inference import Tagger  # noqa: E402
 from samplecnn.segments import segment_batches  # noqa: E402
 
@@ -93,7 +93,7 @@ def _bundled_default() -> Path | None:
     from samplecnn.errors import SampleCNNError
 
     try:
-        return pretrained.resolve("default")
+        return pretrained.checkpoint_path("default")
     except SampleCNNError:  # not installed in this checkout
         return None
 
@@ -208,12 +208,12 @@ def make_tagger(name: str, ckpt: Path, tmp: Path):
     decoding in line with the model, glibc's default malloc behaviour."""
     precision, folded, malloc, batch, ahead, engine = PATHS[name]
     if malloc:
-        fastpath.tune_malloc()
+        devices.tune_malloc()
     if engine == "musicnn":
         from samplecnn.teachers.musicnn import load_teacher
 
         return load_teacher("MTT_musicnn")
-    model, info = checkpoint.load(ckpt)
+    model, info = checkpoint.read(ckpt)
     if engine != "torch":
         return OrtTagger(tmp / engine, model, info, torch.get_num_threads(), batch_size=batch, prefetch_blocks=ahead)
     tagger = Tagger(model, info, precision=precision, batch_size=batch, prefetch_blocks=ahead)
@@ -228,12 +228,12 @@ def measure_path(name: str, ckpt: Path, tmp: Path, files: list[Path], model_seco
     out = {"speed": {}, "scores": {}, "seconds": {}, "rate": None}
     for f in files:
         result = tagger.tag(f)  # warm-up (and the scores and the duration)
-        best = min(_timed(lambda: tagger.tag(f)) for _ in range(2 if result.duration > 60 else 3))
+        best = min(_timed(lambda f=f: tagger.tag(f)) for _ in range(2 if result.duration > 60 else 3))
         out["speed"][str(f)] = result.duration / best
         out["seconds"][str(f)] = result.duration
         out["scores"][str(f)] = result.scores.tolist()
     if not name.startswith("musicnn"):
-        x = audio.load(files[-1])[:SEG]
+        x = audio.decode_mono(files[-1])[:SEG]
         out["rate"] = model_only(name, tagger, x, model_seconds)
     return out
 
@@ -350,7 +350,7 @@ def main() -> None:
         else:
             write_untrained(ckpt)
         names = [n for n in PATHS if "bf16" not in n and not n.startswith("ONNX")]
-        if fastpath.fast_bf16("cpu") or args.bf16_anyway:
+        if precision.fast_bf16("cpu") or args.bf16_anyway:
             names[-1:-1] = ["bf16 folded + malloc", "  same, batch 8 (bf16 default)"]
         if args.onnx:
             try:
@@ -359,8 +359,8 @@ def main() -> None:
                 export(ckpt, tmp / "model.onnx")
                 names.insert(-1, "ONNX Runtime fp32")
                 if args.int8:
-                    calib = [s for f in reference_wavs() for s in _segments(audio.load(f))]
-                    calib += _segments(audio.load(ROOT / "examples" / "loop_amen_full.flac"))
+                    calib = [s for f in reference_wavs() for s in _segments(audio.decode_mono(f))]
+                    calib += _segments(audio.decode_mono(ROOT / "examples" / "loop_amen_full.flac"))
                     quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", calib)
                     names.insert(-1, "ONNX Runtime int8")
             except ImportError as e:
@@ -371,14 +371,14 @@ def main() -> None:
         rates = {n: r["rate"] for n, r in results.items() if r["rate"]}
         seconds = {f: results[names[0]]["seconds"][str(f)] for f in files}  # decoded once per path already
 
-        fastpath.tune_malloc()  # for the peaks: no page faults in the large outputs
-        auto_precision = fastpath.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
-        gflop = models.segment_gflop(checkpoint.load(ckpt)[0].eval())
+        devices.tune_malloc()  # for the peaks: no page faults in the large outputs
+        auto_precision = precision.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
+        gflop = models.segment_gflop(checkpoint.read(ckpt)[0].eval())
         mm32, mm16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
         cv32, cv16 = conv_peak_gflops(torch.float32), conv_peak_gflops(torch.bfloat16)
         peak32, peak16 = max(mm32, cv32), max(mm16, cv16)
-        decode = min(_timed(lambda: audio.load(song)) for _ in range(3))
-        decoded = audio.load(song)
+        decode = min(_timed(lambda: audio.decode_mono(song)) for _ in range(3))
+        decoded = audio.decode_mono(song)
         blocks = [decoded[i:i + 30 * SR] for i in range(0, len(decoded), 30 * SR)]
         segmenting = min(_timed(lambda: sum(1 for _ in segment_batches(blocks, SEG, SEG, 1))) for _ in range(3))
         load_mid = load_average()
@@ -404,7 +404,7 @@ def main() -> None:
         is_musicnn = name.startswith("musicnn")
         rate = rates.get(name)
         peak = peak16 if "bf16" in name else peak32
-        diffs = [fastpath.compare_scores(scores[ref_name][f], scores[name][f]) for f in files]
+        diffs = [precision.compare_scores(scores[ref_name][f], scores[name][f]) for f in files]
         rows.append([
             name, *(f"{speed[name][f]:.0f}" for f in files), f"{overall[name]:.0f}", f"{overall[name] / mus:.2f}",
             f"{rate:.1f}" if rate else "-", f"{rate * gflop:.0f}" if rate else "-",
@@ -412,7 +412,7 @@ def main() -> None:
             "-" if is_musicnn else f"{max(d for d, _ in diffs):.4f}",
             "-" if is_musicnn else ("yes" if all(s for _, s in diffs) else "NO"),
         ])
-    env = (f"torch {torch.__version__}, {args.threads} threads, native bf16: {fastpath.fast_bf16('cpu')}; "
+    env = (f"torch {torch.__version__}, {args.threads} threads, native bf16: {precision.fast_bf16('cpu')}; "
            f"load average {load_start:.2f} at start, {load_mid:.2f} before the subprocesses, {load_end:.2f} at end "
            f"(this run's own 2 threads count)")
     notes = [
@@ -427,13 +427,14 @@ def main() -> None:
         f"conv {cv32:.0f}), bf16 {peak16:.0f} (matmul {mm16:.0f}, conv {cv16:.0f})",
         f"decode + resample to 22050 Hz mono ({song.name}): {args.seconds / decode:.0f}x real time; cutting the "
         f"decoded blocks into segments (segment_batches, batch 1): {args.seconds / segmenting:.0f}x",
-        "malloc: glibc mmap/trim thresholds raised (fastpath.tune_malloc), so activations are reused instead of "
+        "malloc: glibc mmap/trim thresholds raised (devices.tune_malloc), so activations are reused instead of "
         "page-faulted in anew every segment; musicnn gets it too",
-        "musicnn: our PyTorch port of MTT_musicnn in this run; the original TensorFlow package measured ~56-67x "
-        "real time on this machine (../shared/README.md section 3)",
+        "musicnn: our PyTorch port of MTT_musicnn in this run, with the same malloc tuning (the original "
+        "TensorFlow package is slower than the port)",
     ]
     if rss:
-        notes.append(f"peak RSS tagging {rss['hours']:.1f} h of 64 kbit/s mp3 (default tagger): {rss['peak_mb']:.0f} MB "
+        notes.append(f"peak RSS tagging {rss['hours']:.1f} h of 64 kbit/s mp3 (default tagger): "
+                     f"{rss['peak_mb']:.0f} MB "
                      f"({rss['loaded_mb']:.0f} MB after loading; a {args.seconds / 60:.0f}-min song peaks at "
                      f"{rss_short['peak_mb']:.0f} MB); {rss['x_real_time']:.0f}x real time")
     notes.append(f"start-up: `samplecnn tag` on a 10-s mp3 {t_cli:.2f} s vs `python -c \"import torch\"` "

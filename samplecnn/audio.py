@@ -2,12 +2,12 @@
 
 Why this shape:
 - Files are decoded with PyAV (ffmpeg) frame by frame and handed out in fixed-size blocks, so a two-hour file never
-  sits in memory whole; `load` is just the concatenation for short files.
+  sits in memory whole; `decode_mono` is just the concatenation for short files.
 - Channels are averaged to mono *before* resampling (half the resampling work for stereo, and a plain average
   rather than ffmpeg's surround matrix, which would weight the centre and drop the LFE).
 - Resampling is soxr 'HQ' (streaming). ffmpeg's default libswresample filter, which PyAV's AudioResampler uses,
-  lets a 12 kHz tone through at -33 dB (11.5 kHz: -20 dB) when going 44.1 kHz -> 22.05 kHz (soxr: -140 dB), and in
-  benchmarks/bench_decode.py it was ~1.4x slower than this path (PyAV decode + numpy downmix + soxr).
+  lets a 12 kHz tone through at -33 dB (11.5 kHz: -20 dB) when going 44.1 kHz -> 22.05 kHz (soxr: -140 dB), and it
+  is also slower than this path (PyAV decode + numpy downmix + soxr; README, Benchmarks: bench_decode.py).
 - Problems a user can cause (missing, not audio, no audio stream, NaN, silent...) raise `AudioError`, a single line
   naming the file; no ffmpeg exception or traceback escapes for them. A whole-file check (silence) can only
   happen at the end, so `stream()` raises it after the last block: a consumer needs no check of its own.
@@ -33,7 +33,7 @@ __all__ = [
     "SILENCE_PEAK",
     "AudioStream",
     "stream",
-    "load",
+    "decode_mono",
     "duration",
     "validate",
     "to_mono_resampled",
@@ -338,7 +338,7 @@ def stream(path: str | os.PathLike, sr: int = SAMPLE_RATE, block_seconds: float 
     return AudioStream(path, sr=sr, block_seconds=block_seconds)
 
 
-def load(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+def decode_mono(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     """The whole file as one mono float32 array at `sr` (same checks as `stream`); for clips, not for hours."""
     with stream(path, sr=sr, block_seconds=600.0) as blocks:
         parts = list(blocks)

@@ -6,7 +6,7 @@ vocabulary in order, the sample rate and segment length, per-tag decision thresh
 A checkpoint is a file users pass around, so reading one trusts nothing in it: the header is read by hand with a size
 cap, checked against the safetensors layout and a schema of our metadata, and the model it describes is built on the
 meta device and compared with the listed tensors before any memory is spent on it. Whatever is off is refused with one
-line (a CheckpointError) naming the file and the reason; save() applies the same rules, so what it writes loads.
+line (a CheckpointError) naming the file and the reason; save() applies the same rules, so what it writes reads back.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from . import models
 from .errors import CheckpointError
-from .fileio import atomic_path
+from .fileio import atomic_path, file_hash
 
 FORMAT = "samplecnn-checkpoint"
 FORMAT_VERSION = 1
@@ -74,7 +74,7 @@ class ModelInfo:
 def save(path: str | os.PathLike, model: models.SampleCNN, info: ModelInfo, *, half: bool = False,
          overwrite: bool = False) -> Path:
     """Write `model` and `info` atomically. `half` stores float weights as fp16 (they load back as fp32).
-    Raises ValueError for what load() would refuse: a file nobody can load is worse than no file."""
+    Raises ValueError for what read() would refuse: a file nobody can read is worse than no file."""
     tensors = {}
     for name, t in model.state_dict().items():
         t = t.detach().to("cpu")
@@ -93,8 +93,8 @@ def save(path: str | os.PathLike, model: models.SampleCNN, info: ModelInfo, *, h
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:
-    """Read and check the metadata (cheap: the header, not the weights). Everything load() can know without the
-    weights is checked here, tensors included, so `info --json` refuses exactly the files that load() refuses."""
+    """Read and check the metadata (cheap: the header, not the weights). Everything read() can know without the
+    weights is checked here, tensors included, so `info --json` refuses exactly the files that read() refuses."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("no such checkpoint file" if not path.exists() else "not a file", path)
@@ -108,8 +108,8 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
     return info
 
 
-def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[models.SampleCNN, ModelInfo]:
-    """Load a checkpoint into an eval-mode model (fp32) and its ModelInfo; every failure is a CheckpointError."""
+def read(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[models.SampleCNN, ModelInfo]:
+    """(eval-mode model in fp32, its ModelInfo) from a checkpoint file; every failure is a CheckpointError."""
     info = read_info(path)  # the model below is known to fit the file's tensors before it is built
     model = models.build(info.arch, **info.config)
     try:
@@ -122,6 +122,13 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[m
     expected = model.state_dict()
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model.to(device).eval(), info
+
+
+def model_id(path: str | os.PathLike, name: str | None = None) -> str:
+    """`name-<16 hex of the checkpoint file's hash>`: readable, and changes whenever the weights or metadata change;
+    what a library stores with each track and what `serve` reports (default name: the file's stem)."""
+    digest, _, _ = file_hash(path)
+    return f"{name or Path(path).stem}-{digest[:16]}"
 
 
 class _Refused(ValueError):
@@ -354,7 +361,8 @@ def _expected_tensors(info: ModelInfo) -> dict[str, tuple[torch.dtype, tuple[int
             model = models.build(info.arch, **info.config)
     except (ValueError, TypeError, KeyError) as e:
         reason = (str(e).splitlines() or [type(e).__name__])[0]
-        raise _Refused(f"bad architecture config: {'unknown value ' if isinstance(e, KeyError) else ''}{reason}")
+        raise _Refused(f"bad architecture config: {'unknown value ' if isinstance(e, KeyError) else ''}{reason}"
+                       ) from None
     return {name: (t.dtype, tuple(t.shape)) for name, t in model.state_dict().items()}
 
 

@@ -1,14 +1,18 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written checkpoint, cache or picture."""
+"""Files: atomic writes (a reader, or a crash, never sees a half-written checkpoint, cache or picture), and the
+content hash that says whether a file changed (the library's rows, a model's id)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
 
 from .errors import SampleCNNError
+
+_CHUNK = 1 << 20
 
 
 @contextlib.contextmanager
@@ -34,3 +38,13 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def file_hash(path: str | os.PathLike) -> tuple[str, int, int]:
+    """(blake2b-128 hex of the bytes, size, mtime_ns), the stat taken from the same open file as the bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest(), st.st_size, st.st_mtime_ns

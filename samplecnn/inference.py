@@ -14,11 +14,13 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from . import audio, checkpoint, devices, fastpath, pretrained
+from . import audio, checkpoint, devices, folding, pretrained
 from .errors import SampleCNNError
 from .models import SampleCNN
+from .precision import resolve_precision
 from .prefetch import prefetch
 from .segments import segment_batches
+from .workers import usable_cpus
 
 AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
 
@@ -77,31 +79,29 @@ class Tagger:
     """A loaded model plus what its checkpoint says about it (tags, rates, thresholds).
 
     `model` is the inference copy: BatchNorm folded into the convolutions (exact), in bf16 when `precision` resolves
-    to it (see fastpath.resolve_precision: "auto" uses bf16 only where it is native and the checkpoint records that
+    to it (see precision.resolve_precision: "auto" uses bf16 only where it is native and the checkpoint records that
     it was verified on real music). The model passed in is not modified.
     """
 
     def __init__(self, model: SampleCNN, info: checkpoint.ModelInfo, name: str | None = None,
                  device: str | torch.device | None = None, batch_size: int | None = None,
                  precision: str | None = "auto", prefetch_blocks: int | None = None):
-        self.device = devices.resolve(device)
-        self.precision = fastpath.resolve_precision(precision, info.provenance, self.device)
+        self.device = devices.torch_device(device)
+        self.precision = resolve_precision(precision, info.provenance, self.device)
         if self.device.type == "cpu":
-            fastpath.tune_malloc()  # 2x on CPU: activations are reused, not page-faulted in anew per segment
-        self.model = fastpath.prepare(model, self.precision).to(self.device)
+            devices.tune_malloc()  # activations are reused, not page-faulted in anew per segment
+        self.model = folding.inference_copy(model, self.precision).to(self.device)
         self.info = info
         self.name = name
-        # CPU (2 cores, benchmarks/bench_tag.py): fp32 gains nothing from batches over 1 once activations are reused
-        # (tune_malloc), and batch 1 keeps memory lowest; bf16 runs ~20% faster at batch 8 than at 1. GPUs want
-        # large batches.
+        # CPU: fp32 gains nothing from batches over 1 once activations are reused (tune_malloc), and batch 1 keeps
+        # memory lowest; bf16 gains from batch 8 (its kernels want more rows per call). GPUs want large batches.
         cpu_batch = 8 if self.precision == "bf16" else 1
         self.batch_size = batch_size or (cpu_batch if self.device.type == "cpu" else 64)
         # Blocks (30 s each) decoded ahead in a background thread while the model runs; 0 decodes in line. By default
-        # only where a core is free for it (a GPU, or more cores than torch threads): on 2 cores with 2 torch threads
-        # the decoder only takes time from the model (benchmarks/bench_tag.py: -3% to -7%; +10% with a free core).
+        # only where a core is free for it (a GPU, or more cores than torch threads): when torch's threads take every
+        # core, the decoding thread only takes time from the model (README, Benchmarks: "same + prefetch").
         if prefetch_blocks is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            spare_core = cores > torch.get_num_threads()
+            spare_core = usable_cpus() > torch.get_num_threads()
             prefetch_blocks = 2 if self.device.type != "cpu" or spare_core else 0
         self.prefetch_blocks = prefetch_blocks
 
@@ -199,7 +199,7 @@ def load(name_or_path: str | os.PathLike = "default", device: str | torch.device
          batch_size: int | None = None, precision: str | None = "auto") -> Tagger:
     """Load a registered model by name (see `samplecnn models`) or a checkpoint file by path. `precision`: "auto"
     (bf16 only where native and verified for this checkpoint, else fp32), "fp32" or "bf16"."""
-    path = pretrained.resolve(name_or_path)
-    model, info = checkpoint.load(path)
+    path = pretrained.checkpoint_path(name_or_path)
+    model, info = checkpoint.read(path)
     name = str(name_or_path) if str(name_or_path) in pretrained.MODELS else Path(path).stem
     return Tagger(model, info, name=name, device=device, batch_size=batch_size, precision=precision)

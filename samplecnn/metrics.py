@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-
 SOFT_MIN_SCORE = 0.2
 
 

@@ -1,7 +1,7 @@
 """Export a checkpoint to ONNX: the BatchNorm-folded fp32 model, a dynamic batch axis, and the checkpoint's metadata.
 
-Why: ONNX Runtime is a second CPU engine (steadier than PyTorch when another process takes a core, see
-../shared/README.md section 5) and the way into other runtimes. The file is self-describing like our checkpoints:
+Why: ONNX Runtime is a second CPU engine (its timings vary less than PyTorch's when another process takes a
+core) and the way into other runtimes. The file is self-describing like our checkpoints:
 its metadata_props carry the tag list, thresholds, sample rate and segment length, so nothing has to be guessed.
 
 Graph: input "audio" (batch, 1, segment_samples) float32 mono at `sample_rate`; outputs "probabilities"
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint, fastpath
+from . import checkpoint, folding
 from .fileio import atomic_path
 
 OPSET = 17
@@ -60,8 +60,8 @@ def export(checkpoint_path: str | os.PathLike, out: str | os.PathLike, overwrite
     """Write the ONNX model of `checkpoint_path` to `out` (atomically); returns `out`."""
     import onnx  # the optional extra `onnx`; the CLI turns its absence into a one-line error
 
-    model, info = checkpoint.load(checkpoint_path)
-    wrapped = _Exported(fastpath.fold_batchnorm(model)).eval()
+    model, info = checkpoint.read(checkpoint_path)
+    wrapped = _Exported(folding.fold_batchnorm(model)).eval()
     example = torch.zeros(1, 1, info.segment_samples)
     with atomic_path(out, overwrite=overwrite) as tmp, warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs the extra

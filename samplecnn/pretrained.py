@@ -21,7 +21,7 @@ def available() -> dict[str, str]:
     return {name: desc for name, (file, desc) in MODELS.items() if (ASSETS / file).is_file()}
 
 
-def resolve(name_or_path: str | os.PathLike) -> Path:
+def checkpoint_path(name_or_path: str | os.PathLike) -> Path:
     """A registered name or an existing file -> the checkpoint's path; anything else is a one-line error."""
     key = os.fspath(name_or_path)
     if key in MODELS:

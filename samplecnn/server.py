@@ -46,7 +46,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from . import __version__, audio
+from . import __version__, audio, checkpoint, inference, pretrained
 from .errors import AudioError, SampleCNNError
 from .inference import Cancelled, Tagger, TagResult
 
@@ -561,15 +561,14 @@ def is_loopback(host: str) -> bool:
 def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
           limits: Limits | None = None, allow_origins: tuple[str, ...] | list[str] = ()) -> None:
     """Load the model and run the app with uvicorn until interrupted."""
-    from .library.index import load_model
-
     origins = [normalize_origin(o) for o in allow_origins]  # a bad one fails before the model loads
-    tagger, record = load_model(model, device=device)
+    tagger = inference.load(model, device=device)
+    model_id = checkpoint.model_id(pretrained.checkpoint_path(model), tagger.name)  # the id a library stores
     if not is_loopback(host):
         print(f"samplecnn: warning: serving on {host}, reachable from other machines; the service has no "
               "authentication", file=sys.stderr)
-    app = create_app(tagger, record.model_id, limits, host=host, allow_origins=origins)
-    print(f"samplecnn: serving {record.model_id}; the web page is at / and the API schema at /openapi.json",
+    app = create_app(tagger, model_id, limits, host=host, allow_origins=origins)
+    print(f"samplecnn: serving {model_id}; the web page is at / and the API schema at /openapi.json",
           file=sys.stderr)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(app))

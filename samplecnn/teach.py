@@ -1,4 +1,4 @@
-"""`samplecnn teach`: label every 59049-sample segment of a prepared cache with a musicnn teacher (issue 4).
+"""`samplecnn teach`: label every 59049-sample segment of a prepared cache with a musicnn teacher.
 
 Why per segment: the student learns from 2.7-s crops, and a track's mean label says only what the teacher hears
 somewhere in it; a label for the crop itself says what is in the crop. Format of what is written: data/cache.py.
@@ -25,18 +25,13 @@ from __future__ import annotations
 import csv
 import datetime
 import io
-import itertools
 import json
-import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -47,6 +42,7 @@ from .fileio import atomic_path
 from .models import SAMPLE_RATE, SEGMENT_SAMPLES
 from .tags import MTAT_TOP50
 from .teachers import musicnn as M
+from .workers import Pool
 
 __all__ = ["TEACHER_CHOICES", "teach", "teacher_names", "segment_counts", "patch_starts", "tag_columns",
            "make_table", "tag_statistics", "Taught"]
@@ -107,7 +103,7 @@ class _Labeller:
             return i, None, f"unexpected {type(e).__name__}: {e}"
 
     def label(self, path: str, n_segments: int) -> np.ndarray:
-        wave = audio.load(path, sr=M.SAMPLE_RATE)
+        wave = audio.decode_mono(path, sr=M.SAMPLE_RATE)
         if len(wave) < M.MIN_SAMPLES:
             wave = np.pad(wave, (0, M.MIN_SAMPLES - len(wave)))
         features = M.log_compress(M.melpower(wave))        # (frames, 96), once per track
@@ -120,13 +116,9 @@ _WORKER: _Labeller | None = None
 
 
 def _init_worker(names: tuple[str, ...], columns: list[int]) -> None:
-    """One torch thread per worker (the workers are the parallelism: batch-1 CPU inference scales better so);
-    Ctrl-C is the parent's to handle."""
+    """Each worker loads the teachers once (one torch thread each: batch-1 CPU inference scales better across
+    processes than across threads; workers.quiet_worker)."""
     global _WORKER
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch
-
-    torch.set_num_threads(1)
     _WORKER = _Labeller(names, columns)
 
 
@@ -134,49 +126,13 @@ def _work(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]:
     return _WORKER(job)
 
 
-class _Workers:
-    """Results of `jobs` in completion order, from `workers` spawned processes (1: in this process).
-
-    spawn, not fork: the workers run torch, whose thread pools do not survive a fork of a parent that used them."""
-
-    def __init__(self, names: tuple[str, ...], columns: list[int], workers: int):
-        self.names, self.columns, self.workers = names, columns, workers
-        self.pool: ProcessPoolExecutor | None = None
-
-    def results(self, jobs: list[tuple[int, str, int]]) -> Iterator[tuple[int, np.ndarray | None, str]]:
-        if not jobs:
-            return
-        if self.workers == 1:
-            yield from map(_Labeller(self.names, self.columns), jobs)
-            return
-        mask = getattr(signal, "pthread_sigmask", None)  # Ctrl-C held back while the workers start
-        held = mask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
-        try:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(self.names, self.columns))
-            remaining = iter(jobs)
-            running: set[Future] = {self.pool.submit(_work, j)
-                                    for j in itertools.islice(remaining, self.workers * _AHEAD)}
-        finally:
-            if mask:
-                mask(signal.SIG_SETMASK, held)
-        try:
-            while running:
-                finished, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    for job in itertools.islice(remaining, 1):
-                        running.add(self.pool.submit(_work, job))
-                    yield future.result()
-        except BrokenProcessPool:
-            raise SampleCNNError("a teacher worker died (out of memory?); finished clips are kept: run `samplecnn "
-                                 "teach` again to resume") from None
-
-    def __enter__(self) -> "_Workers":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+def _teachers(names: tuple[str, ...], columns: list[int], jobs: list[tuple[int, str, int]], workers: int) -> Pool:
+    """Results of `jobs` in completion order, from `workers` processes (1: in this process). They run torch, so
+    they are spawned (workers.context)."""
+    return Pool(_work, jobs, workers, ahead=_AHEAD, runs_torch=True, ordered=False,
+                initializer=_init_worker, initargs=(names, columns), local=lambda: _Labeller(names, columns),
+                broken="a teacher worker died (out of memory?); finished clips are kept: run `samplecnn teach` "
+                       "again to resume")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -285,8 +241,8 @@ def _label_all(partial: Path, jobs: list[tuple[int, str, int]], names: tuple[str
                file=sys.stderr, disable=not progress or not jobs)
     computed = 0
     try:
-        with _Workers(names, columns, min(workers, max(1, len(jobs)))) as pool:
-            for i, rows, error in pool.results(jobs):
+        with _teachers(names, columns, jobs, min(workers, max(1, len(jobs)))) as results:
+            for i, rows, error in results:
                 if rows is None:
                     _write(_clip_file(partial, i, ".err"), " ".join(error.split()).encode("utf-8"))
                     rows = np.zeros((0, len(columns)), dtype=np.float32)

@@ -42,6 +42,7 @@ from .data import Cache
 from .errors import SampleCNNError
 from .fileio import atomic_path
 from .segments import segment_batches
+from .workers import usable_cpus
 
 SEG = models.SEGMENT_SAMPLES
 
@@ -122,7 +123,7 @@ class Run:
         self.cfg = cfg
         self.recipe = RECIPES[cfg.recipe]
         self.rank, self.world = _init_distributed()
-        self.device = devices.resolve(cfg.device, local_rank=_local_rank())
+        self.device = devices.torch_device(cfg.device, local_rank=_local_rank())
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         if cfg.amp == "auto":  # GPU runs use mixed precision; on a CPU bf16 is an explicit choice
@@ -188,8 +189,8 @@ class Run:
 
     def _init_from(self, name_or_path: str) -> None:
         """Copy a checkpoint's weights into the new model; a different tag vocabulary keeps a fresh head."""
-        path = pretrained.resolve(name_or_path)
-        source, info = checkpoint.load(path, device=self.device)
+        path = pretrained.checkpoint_path(name_or_path)
+        source, info = checkpoint.read(path, device=self.device)
         defaults = {k: p.default for k, p in inspect.signature(models.SampleCNN).parameters.items()}
         mine = {k: v for k, v in {**defaults, **self.model_config}.items() if k != "n_tags"}
         theirs = {k: v for k, v in {**defaults, **info.config}.items() if k != "n_tags"}
@@ -559,7 +560,7 @@ def _init_distributed() -> tuple[int, int]:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if not torch.cuda.is_available():  # share the CPU cores between the processes of this node
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        torch.set_num_threads(max(1, usable_cpus() // local))
     return dist.get_rank(), world
 
 

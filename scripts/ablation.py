@@ -94,7 +94,8 @@ def row(name: str, metrics_file: Path) -> dict:
     per_tag = final["valid_per_tag"]
     frequent = [auc for positives, auc in per_tag.values() if positives >= 4]
     return {"name": name, "change": RUNS[name][0], "roc_auc": final["valid_roc_auc"], "pr_auc": final["valid_pr_auc"],
-            "spearman": final["valid_spearman"], "frequent_roc_auc": sum(frequent) / len(frequent) if frequent else None,
+            "spearman": final["valid_spearman"],
+            "frequent_roc_auc": sum(frequent) / len(frequent) if frequent else None,
             "steps": final["step"], "compute_minutes": final["compute_minutes"],
             **{tag: per_tag[tag][1] if tag in per_tag else None for tag in TAG_COLUMNS},
             "curve": [(m["compute_minutes"], m["valid_roc_auc"]) for m in metrics]}

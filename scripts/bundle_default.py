@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samplecnn import checkpoint, fastpath
+from samplecnn import checkpoint, precision, verification
 from samplecnn.inference import Tagger
 from samplecnn.pretrained import ASSETS
 
@@ -34,17 +34,17 @@ def main() -> None:
     parser.add_argument("--half", action="store_true", help="fp16 storage when it passes the 1e-3 check")
     args = parser.parse_args()
 
-    model, info = checkpoint.load(args.model)
+    model, info = checkpoint.read(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         half_path = checkpoint.save(Path(tmp) / "half.safetensors", model, info, half=True)
-        half_model, _ = checkpoint.load(half_path)
+        half_model, _ = checkpoint.read(half_path)
     full, half = Tagger(model, info, precision="fp32"), Tagger(half_model, info, precision="fp32")
     fp16_diff = max(float(np.max(np.abs(full.tag(f).scores - half.tag(f).scores))) for f in args.files)
     use_half = args.half and fp16_diff <= FP16_TOLERANCE
     if use_half:
         model = half_model  # verify bf16 on the weights that ship
-    bf16 = fastpath.verify_bf16(model, info, args.files)
-    fastpath.record_bf16_verification(info, bf16)
+    bf16 = verification.verify_bf16(model, info, args.files)
+    precision.record_bf16_verification(info, bf16)
 
     valid, floor = json.loads(Path(args.valid_report).read_text()), json.loads(Path(args.floor_report).read_text())
     info.provenance.update({

@@ -9,4 +9,6 @@ python3 -m venv .venv
 # The musicnn teacher's weights (TF1 checkpoints inside the musicnn wheel, read without TensorFlow). --no-deps: its
 # metadata pins numpy<1.17 and requires TensorFlow and librosa, none of which the PyTorch port needs.
 .venv/bin/python -m pip install --quiet --no-deps musicnn==0.1.0
+# The linter CI runs (scripts/test.sh; its rules are in pyproject.toml), pinned so that a new release cannot fail CI.
+.venv/bin/python -m pip install --quiet ruff==0.17.6
 .venv/bin/python -c "import torch, samplecnn; print(f'samplecnn {samplecnn.__version__} ready (torch {torch.__version__})')"

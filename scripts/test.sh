@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/install-browser.sh  # Debian chromium for tests/test_browser.py
+.venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"

@@ -131,7 +131,7 @@ def test_extensions_are_all_tested():
 def test_lossless_formats_decode_exactly(tmp_path, case):
     path, expected = make_case(tmp_path, case)
     sr_in, min_snr = case[5], case[8]
-    y = audio.load(path)
+    y = audio.decode_mono(path)
     assert y.dtype == np.float32 and y.ndim == 1
     assert abs(len(y) - round(DUR * sr_in) * SR / sr_in) <= 1
     mid = slice(EDGE, len(expected) - EDGE)
@@ -143,7 +143,7 @@ def test_lossless_formats_decode_exactly(tmp_path, case):
 def test_lossy_formats_decode_close(tmp_path, case):
     path, expected = make_case(tmp_path, case)
     min_snr = case[8]
-    y = audio.load(path)
+    y = audio.decode_mono(path)
     assert y.dtype == np.float32 and y.ndim == 1
     # ffmpeg trims encoder delay/padding where the container records it (mp3 LAME header, mp4 edit list, opus
     # pre-skip); raw ADTS and WMA keep up to a few codec frames
@@ -157,7 +157,7 @@ def test_lossy_formats_decode_close(tmp_path, case):
 
 def test_stream_blocks_concatenate_to_load(tmp_path):
     path = write_av(tmp_path / "a.mp3", np.tile(reference(44100), (2, 1)), 44100, "libmp3lame")
-    whole = audio.load(path)
+    whole = audio.decode_mono(path)
     with audio.stream(path, block_seconds=0.25) as s:
         assert s.duration == pytest.approx(DUR, abs=0.05)
         blocks = list(s)
@@ -179,7 +179,7 @@ def test_stream_can_be_abandoned_early(tmp_path):
 def test_stereo_is_averaged_to_mono(tmp_path):
     t = np.arange(2 * 44100) / 44100
     lr = np.stack([0.5 * np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 1000 * t)])
-    y = audio.load(write_av(tmp_path / "lr.wav", lr, 44100, "pcm_s16le"))[EDGE:-EDGE]
+    y = audio.decode_mono(write_av(tmp_path / "lr.wav", lr, 44100, "pcm_s16le"))[EDGE:-EDGE]
     assert tone_amplitude(y, 440) == pytest.approx(0.25, rel=0.01)
     assert tone_amplitude(y, 1000) == pytest.approx(0.25, rel=0.01)
 
@@ -189,7 +189,7 @@ def test_six_channels_are_averaged_plainly(tmp_path):
     t = np.arange(2 * 48000) / 48000
     freqs = [300, 700, 1100, 1500, 1900, 2300]
     x = np.stack([0.6 * np.sin(2 * np.pi * f * t) for f in freqs])
-    y = audio.load(write_av(tmp_path / "six.flac", x, 48000, "flac", sample_fmt="s16"))[EDGE:-EDGE]
+    y = audio.decode_mono(write_av(tmp_path / "six.flac", x, 48000, "flac", sample_fmt="s16"))[EDGE:-EDGE]
     for f in freqs:
         assert tone_amplitude(y, f) == pytest.approx(0.1, rel=0.01), f
 
@@ -197,7 +197,7 @@ def test_six_channels_are_averaged_plainly(tmp_path):
 def test_file_at_22050_passes_through_untouched(tmp_path):
     x = reference(SR).astype(np.float32)
     sf.write(tmp_path / "same.wav", x, SR, subtype="FLOAT")
-    y = audio.load(tmp_path / "same.wav")
+    y = audio.decode_mono(tmp_path / "same.wav")
     assert np.array_equal(y, x)
 
 
@@ -207,10 +207,10 @@ def test_resampler_rejects_aliases(tmp_path):
     fade = np.minimum(1, np.minimum(t, t[::-1]) / 0.1)  # no clicks at the ends (a click has energy below 11 kHz)
     sf.write(tmp_path / "12k.wav", fade * 0.5 * np.sin(2 * np.pi * 12000 * t), 44100, subtype="FLOAT")
     with pytest.raises(AudioError, match="is silent"):  # nothing of it survives: < -80 dBFS
-        audio.load(tmp_path / "12k.wav")
+        audio.decode_mono(tmp_path / "12k.wav")
     x = 0.5 * np.sin(2 * np.pi * 12000 * t) + 0.5 * np.sin(2 * np.pi * 1000 * t)
     sf.write(tmp_path / "12k+1k.wav", x, 44100, subtype="FLOAT")
-    y = audio.load(tmp_path / "12k+1k.wav")[EDGE:-EDGE]
+    y = audio.decode_mono(tmp_path / "12k+1k.wav")[EDGE:-EDGE]
     residual = y - 0.5 * np.sin(2 * np.pi * 1000 * (np.arange(len(y)) + EDGE) / SR)
     assert np.sqrt(np.mean(residual**2)) < 0.5 / np.sqrt(2) * 1e-3  # > 60 dB down
 
@@ -219,7 +219,7 @@ def test_resampler_has_no_interpolation_images(tmp_path):
     """A 10 kHz tone from 48 kHz: linear interpolation would leave images/distortion around -20..-30 dB."""
     t = np.arange(2 * 48000) / 48000
     sf.write(tmp_path / "10k.wav", 0.5 * np.sin(2 * np.pi * 10000 * t), 48000, subtype="FLOAT")
-    y = audio.load(tmp_path / "10k.wav")[EDGE:-EDGE].astype(np.float64)
+    y = audio.decode_mono(tmp_path / "10k.wav")[EDGE:-EDGE].astype(np.float64)
     tt = (np.arange(len(y)) + EDGE) / SR
     basis = np.stack([np.sin(2 * np.pi * 10000 * tt), np.cos(2 * np.pi * 10000 * tt)], axis=1)
     coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
@@ -366,7 +366,7 @@ BAD = [
 @pytest.mark.parametrize("kind, message", BAD, ids=[b[0] for b in BAD])
 def test_bad_files_give_one_line_errors(tmp_path, capfd, kind, message):
     path = _bad_file(tmp_path, kind)
-    for call in (audio.load, lambda p: list(audio.stream(p, block_seconds=0.5))):
+    for call in (audio.decode_mono, lambda p: list(audio.stream(p, block_seconds=0.5))):
         with pytest.raises(AudioError, match=message) as err:
             call(path)
         text = str(err.value)
@@ -393,7 +393,7 @@ def test_truncated_files_decode_up_to_the_cut(tmp_path, ext, codec, fmt):
     data = whole.read_bytes()
     cut = tmp_path / ("cut" + ext)
     cut.write_bytes(data[: len(data) // 2])
-    y = audio.load(cut)
+    y = audio.decode_mono(cut)
     assert abs(len(y) / SR - 2.0) < 0.3  # about the first half
     got, ref, _ = align(y, reference(SR, 4.0)[: len(y)], max_lag=int(0.05 * SR))
     assert snr_db(got[:-EDGE], ref[:-EDGE]) > 20
@@ -405,13 +405,13 @@ def test_damaged_middle_is_skipped(tmp_path):
     mid = len(data) // 2
     data[mid : mid + 3000] = np.random.default_rng(1).bytes(3000)
     path.write_bytes(bytes(data))
-    y = audio.load(path)
+    y = audio.decode_mono(path)
     assert abs(len(y) / SR - 4.0) < 0.3
 
 
 def test_unknown_extension_is_still_decoded(tmp_path):
     sf.write(tmp_path / "song.dat", reference(44100), 44100, subtype="PCM_16", format="WAV")
-    assert len(audio.load(tmp_path / "song.dat")) == 2 * SR
+    assert len(audio.decode_mono(tmp_path / "song.dat")) == 2 * SR
 
 
 def test_duration(tmp_path):
@@ -465,7 +465,7 @@ def test_sample_rate_change_mid_file(tmp_path):
     a = write_av(tmp_path / "a.mp3", reference(44100), 44100, "libmp3lame")
     b = write_av(tmp_path / "b.mp3", reference(32000), 32000, "libmp3lame")
     (tmp_path / "ab.mp3").write_bytes(a.read_bytes() + b.read_bytes())
-    y = audio.load(tmp_path / "ab.mp3")
+    y = audio.decode_mono(tmp_path / "ab.mp3")
     assert abs(len(y) / SR - 4.0) < 0.1
     for part in (y[EDGE : 2 * SR - EDGE], y[-2 * SR + EDGE : -EDGE]):
         assert spectral_peaks(part, 3) == pytest.approx([f for f, _ in TONES], abs=2)
@@ -475,6 +475,6 @@ def test_sample_rate_change_mid_file(tmp_path):
 def test_blocks_are_writable_arrays(tmp_path):
     """Pass-through (file already at 22050 Hz) hands out arrays of its own, not views of ffmpeg's frame buffers."""
     sf.write(tmp_path / "tiny.wav", reference(SR, 0.05).astype(np.float32), SR, subtype="FLOAT")
-    for y in (audio.load(tmp_path / "tiny.wav"), *audio.stream(tmp_path / "tiny.wav", block_seconds=0.01)):
+    for y in (audio.decode_mono(tmp_path / "tiny.wav"), *audio.stream(tmp_path / "tiny.wav", block_seconds=0.01)):
         assert y.flags.writeable and (y.base is None or isinstance(y.base, np.ndarray))
         y *= 2  # a consumer may scale in place

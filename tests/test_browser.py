@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from samplecnn import server
-from samplecnn.library.index import load_model
+from samplecnn.library.index import tagger_and_record
 
 from conftest import SR, music_like
 from test_server import LiveServer
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
 def page(ckpt_path):
     from playwright.sync_api import sync_playwright
 
-    tagger, record = load_model(str(ckpt_path))
+    tagger, record = tagger_and_record(str(ckpt_path))
     with LiveServer(server.create_app(tagger, record.model_id)) as live, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})

@@ -28,7 +28,7 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch, overrides):
     info = checkpoint.ModelInfo(arch=arch, config=config, tags=[f"t{i}" for i in range(12)],
                                 thresholds=[0.1 * (i % 9) for i in range(12)], provenance={"note": "test"})
     path = checkpoint.save(tmp_path / "m.safetensors", model, info)
-    loaded, info2 = checkpoint.load(path)
+    loaded, info2 = checkpoint.read(path)
     assert torch.equal(_outputs(model), _outputs(loaded))
     assert info2.arch == arch and info2.config == config
     assert info2.tags == info.tags and info2.thresholds == info.thresholds
@@ -39,10 +39,10 @@ def test_round_trip_gives_identical_outputs(tmp_path, arch, overrides):
 
 def test_half_precision_storage_halves_the_file_and_stays_close(tmp_path):
     full = write_checkpoint(tmp_path / "full.safetensors")
-    model, info = checkpoint.load(full)
+    model, info = checkpoint.read(full)
     half = checkpoint.save(tmp_path / "half.safetensors", model, info, half=True)
     assert half.stat().st_size < 0.55 * full.stat().st_size
-    model_half, _ = checkpoint.load(half)
+    model_half, _ = checkpoint.read(half)
     assert next(model_half.parameters()).dtype == torch.float32
     diff = (torch.sigmoid(_outputs(model)) - torch.sigmoid(_outputs(model_half))).abs().max()
     assert 0 < diff < 1e-2
@@ -51,7 +51,7 @@ def test_half_precision_storage_halves_the_file_and_stays_close(tmp_path):
 def test_save_never_replaces_an_existing_file_unless_asked(tmp_path):
     path = write_checkpoint(tmp_path / "m.safetensors")
     before = path.read_bytes()
-    model, info = checkpoint.load(path)
+    model, info = checkpoint.read(path)
     with pytest.raises(SampleCNNError, match="already exists"):
         checkpoint.save(path, model, info)
     assert path.read_bytes() == before
@@ -61,7 +61,7 @@ def test_save_never_replaces_an_existing_file_unless_asked(tmp_path):
 
 def _one_line_error(path, match):
     with pytest.raises(CheckpointError, match=match) as e:
-        checkpoint.load(path)
+        checkpoint.read(path)
     assert "\n" not in str(e.value) and str(path) in str(e.value)
 
 
@@ -116,3 +116,18 @@ def test_read_info_reads_the_header_only(tmp_path):
     info = checkpoint.read_info(path)
     assert info.arch == "samplecnn" and len(info.tags) == 50 and info.thresholds == [0.25] * 50
     assert info.tags[:3] == ["guitar", "classical", "slow"]
+
+
+def test_model_id_names_the_file_and_its_bytes(tmp_path):
+    from samplecnn.library.index import tagger_and_record
+
+    path = write_checkpoint(tmp_path / "m.safetensors")
+    first = checkpoint.model_id(path)
+    assert first.startswith("m-") and len(first) == len("m-") + 16
+    assert checkpoint.model_id(path, "mine").endswith(first[1:])
+    _, record = tagger_and_record(str(path))
+    assert record.model_id == first  # what serve reports is what a library stores
+    model, info = checkpoint.read(path)
+    info.provenance["note"] = "changed"
+    checkpoint.save(path, model, info, overwrite=True)
+    assert checkpoint.model_id(path) != first

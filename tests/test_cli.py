@@ -143,3 +143,75 @@ def test_a_bad_device_is_one_line_not_a_traceback(capsys, songs, ckpt_path):
     if not torch.cuda.is_available():
         code, _, err = run(capsys, "tag", songs / "a.wav", "--model", ckpt_path, "--device", "cuda")
         assert code == 1 and "no CUDA GPU is available here" in err and "Traceback" not in err
+
+
+def _helps():
+    """Every (sub)command's parser, by name (prepare's and corpus's sub-subcommands included)."""
+    import argparse
+
+    from samplecnn.cli import _parser
+
+    def walk(parser, name):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    yield from walk(sub, f"{name} {sub_name}".strip())
+
+    return dict(walk(_parser(), ""))
+
+
+def test_shared_options_have_one_wording_and_one_meaning():
+    from samplecnn import commandline
+
+    parsers = _helps()
+    devices, forces, models = {}, {}, {}
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            if "--device" in action.option_strings:
+                devices[name] = action.help
+            if "--force" in action.option_strings and action.help != "==SUPPRESS==":
+                forces[name] = action.help
+            if "--model" in action.option_strings:
+                models[name] = (action.dest, action.help)
+    assert set(devices) >= {"tag", "index", "similar", "serve", "evaluate", "train"}
+    assert set(devices.values()) == {commandline.DEVICE_HELP}
+    assert all(h.startswith("overwrite ") for h in forces.values()), forces  # --force: overwrite outputs
+    assert set(forces) >= {"tag", "init", "import-keras", "export", "export-onnx", "prepare mtat", "teach"}
+    assert "corpus debian" not in forces  # there it meant "redo": --redo, --force a hidden alias
+    for name in ("tag", "index", "serve", "similar"):
+        assert models[name][0] == "model" and "checkpoint" in models[name][1]
+    for name in ("search", "export", "write-tags"):
+        assert models[name][0] == "model_id" and "deprecated" in models[name][1]
+
+
+def test_corpus_redo_keeps_force_as_its_old_spelling():
+    from samplecnn.cli import _parser
+
+    for flag in ("--redo", "--force"):
+        args = _parser().parse_args(["corpus", "debian", "--out", "x", flag])
+        assert args.redo is True
+    assert _parser().parse_args(["corpus", "debian", "--out", "x"]).redo is False
+
+
+def test_batch_commands_exit_1_after_processing_every_input(capsys, tmp_path, ckpt_path):
+    """The exit-status rule (samplecnn.commandline): prepare, like tag, goes through every file, lists the failed
+    ones at the end and exits 1."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for i in range(3):
+        sf.write(music / f"ok{i}.wav", music_like(1.0, seed=i), SR)
+    (music / "bad.wav").write_bytes(b"not audio" * 50)
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "tags", "split"])
+        for name, split in (("ok0.wav", "train"), ("bad.wav", "train"), ("ok1.wav", "valid"), ("ok2.wav", "test")):
+            w.writerow([name, "a;b", split])
+    code, out, err = run(capsys, "prepare", "folder", "--audio", music, "--labels", tmp_path / "labels.csv",
+                         "--split-column", "split", "--out", tmp_path / "cache", "--workers", "1")
+    assert code == 1, err
+    assert "3 clips" in out  # the rest was processed
+    assert "samplecnn: 1 of 4 input(s) failed (not decodable: left out of the cache):" in err
+    assert "bad.wav:" in err.split("input(s) failed")[1]
+    code, out, err = run(capsys, "tag", music / "ok0.wav", "--model", ckpt_path)
+    assert code == 0 and "input(s) failed" not in err

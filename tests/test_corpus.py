@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import music_like
 from samplecnn import cli
 from samplecnn.corpus import debian, dep5, packages
 from samplecnn.corpus.probe import file_sha256
 from samplecnn.errors import SampleCNNError
+
+from conftest import music_like
 
 sf = pytest.importorskip("soundfile")
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="needs Debian's dpkg-deb")

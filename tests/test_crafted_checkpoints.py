@@ -219,7 +219,7 @@ def _crafted(tmp_path, good_bytes, case):
 @pytest.mark.parametrize("case", CASES)
 def test_the_library_refuses_each_crafted_file_with_one_line(tmp_path, good_bytes, case):
     path = _crafted(tmp_path, good_bytes, case)
-    for read in (checkpoint.read_info, checkpoint.load):
+    for read in (checkpoint.read_info, checkpoint.read):
         with pytest.raises(CheckpointError) as e:
             read(path)
         message = str(e.value)
@@ -263,9 +263,9 @@ def _raw_metadata(path):
 
 
 def test_the_bundled_model_reads_back_its_metadata_unchanged():
-    path = pretrained.resolve("default")
+    path = pretrained.checkpoint_path("default")
     assert checkpoint.read_info(path).to_json() == _raw_metadata(path)
-    model, info = checkpoint.load(path)
+    model, info = checkpoint.read(path)
     assert info.to_json() == _raw_metadata(path)
     assert models.count_parameters(model) == (1_869_874, 5_888)
 
@@ -281,7 +281,7 @@ def test_what_save_writes_loads_back(tmp_path, arch, overrides, half):
     info = checkpoint.ModelInfo(arch=arch, config=config, tags=[f"tag {i}" for i in range(n)],
                                 thresholds=[i / max(n - 1, 1) for i in range(n)], provenance={"nested": {"a": [1]}})
     path = checkpoint.save(tmp_path / "m.safetensors", model, info, half=half)
-    loaded, info2 = checkpoint.load(path)
+    loaded, info2 = checkpoint.read(path)
     assert info2 == checkpoint.read_info(path) and info2.config == config and info2.tags == info.tags
     state, state2 = model.state_dict(), loaded.state_dict()
     for name, tensor in state.items():

@@ -26,7 +26,7 @@ def tagger():
 
 
 def test_default_is_registered_and_describes_itself():
-    path = pretrained.resolve("default")
+    path = pretrained.checkpoint_path("default")
     assert path.stat().st_size <= 8 * 1024 * 1024
     info = checkpoint.read_info(path)
     assert info.arch == "samplecnn" and len(info.tags) == 50 and info.tags[0] == "guitar"

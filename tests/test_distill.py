@@ -135,7 +135,7 @@ def test_teacher_runs_resume_to_the_same_weights_and_export_the_average(cache_pa
     assert [r["epoch"] for r in records] == [1, 2] and records[1]["lr"] == 0.0  # cosine reaches 0 at the plan's end
     info = checkpoint.read_info(whole / "model.safetensors")
     assert info.provenance["teacher"] == "both" and info.provenance["ema"] == 0.999
-    exported, _ = checkpoint.load(whole / "model.safetensors")
+    exported, _ = checkpoint.read(whole / "model.safetensors")
     best = torch.load(whole / "best.pt", weights_only=True)
     assert all(torch.equal(exported.state_dict()[k], best[k]) for k in best)
 
@@ -145,14 +145,14 @@ def test_init_copies_weights_and_gives_a_new_vocabulary_a_new_head(cache_path, t
 
     source = tmp_path / "source.safetensors"
     assert main(["init", "samplecnn", str(source), "--seed", "9"]) == 0  # the MTAT top 50, in the cache's order
-    model, info = checkpoint.load(source)
+    model, info = checkpoint.read(source)
     config = dict(data=str(cache_path), width=1.0, batch_size=2)
     same = Run(TrainConfig(out=str(tmp_path / "a"), init=str(source), **config))
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in same.model.state_dict().items())
 
     other = tmp_path / "other.safetensors"
     assert main(["init", "samplecnn", str(other), "--tags", "a,b,c", "--seed", "9"]) == 0
-    other_model, _ = checkpoint.load(other)
+    other_model, _ = checkpoint.read(other)
     fresh = Run(TrainConfig(out=str(tmp_path / "b"), init=str(other), **config))
     assert torch.equal(fresh.model.blocks[0].conv.weight, other_model.blocks[0].conv.weight)
     assert fresh.model.classifier.weight.shape == (50, 512)  # the cache's 50 tags: a new head

@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 import samplecnn
-from samplecnn import audio, checkpoint, fastpath, models
+from samplecnn import audio, checkpoint, devices, folding, models, precision, verification
 from samplecnn.cli import main
 from samplecnn.errors import AudioError, SampleCNNError
 from samplecnn.inference import Tagger
@@ -35,7 +35,7 @@ def _with_bn_statistics(model, seed=0):
 
 def _real_segments(n=2):
     """Segments of real music (the bundled amen loop) plus a synthetic one."""
-    x = audio.load(AMEN)
+    x = audio.decode_mono(AMEN)
     segs = [x[i * SEG:(i + 1) * SEG] for i in range(min(n, len(x) // SEG))]
     segs.append(music_like(SEG / SR, seed=5))
     return torch.from_numpy(np.stack(segs)).unsqueeze(1)
@@ -49,7 +49,7 @@ def _real_segments(n=2):
 def test_folding_batchnorm_is_exact(arch, overrides):
     torch.manual_seed(0)
     model = _with_bn_statistics(models.build(arch, **overrides))
-    folded = fastpath.fold_batchnorm(model)
+    folded = folding.fold_batchnorm(model)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.modules())
     x = _real_segments()
     with torch.no_grad():
@@ -62,7 +62,7 @@ def test_folding_batchnorm_is_exact(arch, overrides):
 def test_folding_leaves_the_original_model_alone():
     model = _with_bn_statistics(models.build("samplecnn"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    fastpath.fold_batchnorm(model)
+    folding.fold_batchnorm(model)
     after = model.state_dict()
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
@@ -70,14 +70,14 @@ def test_folding_leaves_the_original_model_alone():
 def test_a_batchnorm_that_follows_no_conv_is_refused():
     model = torch.nn.Sequential(torch.nn.ReLU(), torch.nn.BatchNorm1d(4))
     with pytest.raises(ValueError, match="cannot fold"):
-        fastpath.fold_batchnorm(model)
+        folding.fold_batchnorm(model)
 
 
 # -- bf16 --------------------------------------------------------------------------------------------------------------
 
 def test_bf16_model_keeps_the_api_and_float32_outputs():
     model = _with_bn_statistics(models.build("samplecnn"))
-    fast = fastpath.prepare(model, "bf16")
+    fast = folding.inference_copy(model, "bf16")
     x = _real_segments(1)
     with torch.no_grad():
         logits, emb = fast(x), fast.embed(x)
@@ -107,57 +107,57 @@ PASSING = {"max_score_diff": 0.004, "top5_same": True, "files": 3}
     (True, "verified", "fp32"),
 ])
 def test_auto_uses_bf16_only_when_native_and_verified(monkeypatch, native, record, expected):
-    monkeypatch.setattr(fastpath, "fast_bf16", lambda device="cpu": native)
+    monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": native)
     provenance = {"source": "test"} if record is None else {"source": "test", "bf16_verified": record}
-    assert fastpath.resolve_precision("auto", provenance) == expected
-    assert fastpath.resolve_precision(None, provenance) == expected
+    assert precision.resolve_precision("auto", provenance) == expected
+    assert precision.resolve_precision(None, provenance) == expected
 
 
 def test_explicit_precision_is_honoured_and_unknown_ones_refused(monkeypatch):
-    monkeypatch.setattr(fastpath, "fast_bf16", lambda device="cpu": False)
-    assert fastpath.resolve_precision("bf16", {}) == "bf16"
-    assert fastpath.resolve_precision("fp32", {"bf16_verified": PASSING}) == "fp32"
+    monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": False)
+    assert precision.resolve_precision("bf16", {}) == "bf16"
+    assert precision.resolve_precision("fp32", {"bf16_verified": PASSING}) == "fp32"
     with pytest.raises(SampleCNNError, match="precision"):
-        fastpath.resolve_precision("fp16", {})
+        precision.resolve_precision("fp16", {})
 
 
 def test_native_bf16_follows_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(fastpath, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
-    assert fastpath.fast_bf16("cpu")
-    monkeypatch.setattr(fastpath, "_cpu_flags", lambda: frozenset({"avx2"}))
-    assert not fastpath.fast_bf16("cpu")
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert precision.fast_bf16("cpu")
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert not precision.fast_bf16("cpu")
 
 
 def test_compare_scores():
     a = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
-    assert fastpath.compare_scores(a, a + 0.003) == (pytest.approx(0.003), True)
+    assert precision.compare_scores(a, a + 0.003) == (pytest.approx(0.003), True)
     b = a.copy()
     b[5] = 0.95  # a new tag enters the top 5
-    diff, same = fastpath.compare_scores(a, b)
+    diff, same = precision.compare_scores(a, b)
     assert diff == pytest.approx(0.85) and not same
 
 
 def test_verification_is_recorded_and_then_used_by_auto(tmp_path, monkeypatch):
     ckpt = write_checkpoint(tmp_path / "m.safetensors")
-    model, info = checkpoint.load(ckpt)
+    model, info = checkpoint.read(ckpt)
     song = tmp_path / "song.wav"
     sf.write(song, music_like(2.5 * SEG / SR, seed=4), SR)
-    result = fastpath.verify_bf16(model, info, [song])
+    result = verification.verify_bf16(model, info, [song])
     assert result["files"] == 1 and isinstance(result["top5_same"], bool)
     assert 0 <= result["max_score_diff"] <= result["max_segment_diff"] < 0.1
-    stored = fastpath.record_bf16_verification(info, result)
+    stored = precision.record_bf16_verification(info, result)
     assert "per_file" not in stored  # no local paths in a checkpoint
     checkpoint.save(ckpt, model, info, overwrite=True)
 
     assert checkpoint.read_info(ckpt).provenance["bf16_verified"] == stored  # it survives the file
 
-    monkeypatch.setattr(fastpath, "fast_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": True)
     passed = result["max_score_diff"] <= 0.01 and result["top5_same"]
     assert samplecnn.load(ckpt).precision == ("bf16" if passed else "fp32")
     assert samplecnn.load(ckpt, precision="fp32").precision == "fp32"
     # both outcomes through the file, whatever this run measured
     for top5_same, expected in ((True, "bf16"), (False, "fp32")):
-        fastpath.record_bf16_verification(info, {**result, "max_score_diff": 0.002, "top5_same": top5_same})
+        precision.record_bf16_verification(info, {**result, "max_score_diff": 0.002, "top5_same": top5_same})
         checkpoint.save(ckpt, model, info, overwrite=True)
         assert samplecnn.load(ckpt).precision == expected
 
@@ -180,9 +180,9 @@ def test_cli_precision_option(capsys, tmp_path, ckpt_path):
     song = tmp_path / "a.wav"
     sf.write(song, music_like(4.0), SR)
     outs = {}
-    for precision in ("fp32", "auto"):
-        assert main(["tag", str(song), "--model", str(ckpt_path), "--precision", precision]) == 0
-        outs[precision] = capsys.readouterr().out
+    for prec in ("fp32", "auto"):
+        assert main(["tag", str(song), "--model", str(ckpt_path), "--precision", prec]) == 0
+        outs[prec] = capsys.readouterr().out
     assert outs["fp32"] == outs["auto"]  # auto is fp32 for an unverified checkpoint
     with pytest.raises(SystemExit):
         main(["tag", str(song), "--model", str(ckpt_path), "--precision", "int4"])
@@ -237,8 +237,8 @@ def test_prefetch_runs_a_bounded_distance_ahead_and_closes_the_source():
 def test_prefetched_tagging_equals_inline_tagging(tmp_path, ckpt_path):
     song = tmp_path / "song.flac"
     sf.write(song, music_like(40.0, sr=44100, channels=2, seed=8), 44100)  # two 30-s blocks
-    ahead = Tagger(*checkpoint.load(ckpt_path), prefetch_blocks=2).tag(song)
-    inline = Tagger(*checkpoint.load(ckpt_path), prefetch_blocks=0).tag(song)
+    ahead = Tagger(*checkpoint.read(ckpt_path), prefetch_blocks=2).tag(song)
+    inline = Tagger(*checkpoint.read(ckpt_path), prefetch_blocks=0).tag(song)
     np.testing.assert_array_equal(ahead.taggram, inline.taggram)
     assert ahead.duration == inline.duration
 
@@ -256,9 +256,9 @@ def test_malloc_tuning_applies_on_glibc_and_can_be_switched_off(monkeypatch):
     import sys
 
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        assert fastpath.tune_malloc.__wrapped__() is True  # mallopt accepted both thresholds
+        assert devices.tune_malloc.__wrapped__() is True  # mallopt accepted both thresholds
     monkeypatch.setenv("SAMPLECNN_NO_MALLOC_TUNING", "1")
-    assert fastpath.tune_malloc.__wrapped__() is False
+    assert devices.tune_malloc.__wrapped__() is False
 
 
 @pytest.mark.parametrize("cores,expected", [(1, 0), (64, 2)])
@@ -267,4 +267,4 @@ def test_decoding_ahead_by_default_only_with_a_spare_core(monkeypatch, ckpt_path
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert samplecnn.load(ckpt_path).prefetch_blocks == expected
-    assert Tagger(*checkpoint.load(ckpt_path), prefetch_blocks=1).prefetch_blocks == 1
+    assert Tagger(*checkpoint.read(ckpt_path), prefetch_blocks=1).prefetch_blocks == 1

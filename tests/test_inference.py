@@ -15,7 +15,7 @@ from conftest import SEG, SR, music_like, write_checkpoint
 
 def _expected_taggram(path, signal):
     """Ground truth computed without the inference module: the model on each full segment, one at a time."""
-    model, _ = checkpoint.load(path)
+    model, _ = checkpoint.read(path)
     n = max(1, len(signal) // SEG)
     padded = np.zeros(n * SEG, dtype=np.float32)
     padded[: min(len(signal), n * SEG)] = signal[: n * SEG]
@@ -127,7 +127,7 @@ def test_embed_returns_the_song_mean_of_segment_features(ckpt_path):
     per_segment = tagger.embed(signal, sr=SR, per_segment=True)
     assert per_segment.shape == (3, 512)
     np.testing.assert_allclose(tagger.embed(signal, sr=SR), per_segment.mean(axis=0), atol=1e-6)
-    model, _ = checkpoint.load(ckpt_path)
+    model, _ = checkpoint.read(ckpt_path)
     with torch.no_grad():
         first = model.embed(torch.from_numpy(signal[:SEG]).view(1, 1, SEG)).numpy()[0]
     np.testing.assert_allclose(per_segment[0], first, atol=1e-5)

@@ -149,7 +149,7 @@ def test_convert_writes_loadable_checkpoint(seed_files, audio, tmp_path):
     out = tmp_path / "seed.safetensors"
     info = convert(seed_files[1]["keras"], out)
     assert info.provenance["format"] == "keras"
-    loaded, loaded_info = checkpoint.load(out)
+    loaded, loaded_info = checkpoint.read(out)
     assert loaded_info.tags == info.tags and loaded_info.config == info.config
     assert loaded_info.provenance["source"] == "keras import"
     assert np.array_equal(torch_probs(loaded, audio), torch_probs(model, audio))

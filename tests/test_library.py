@@ -96,7 +96,7 @@ def test_index_stores_complete_rows_equal_to_tagging_each_file(library):
         tracks = {Path(t.path).name: t for t in lib.tracks(model.model_id, taggram=True)}
         assert sorted(tracks) == ["duplicate.wav", "hum.wav", "jingle.flac", "noise.wav", "song.mp3", "song.wav",
                                   "sweep.wav"]
-        for name, t in tracks.items():
+        for t in tracks.values():
             result = tagger.tag(t.path)
             np.testing.assert_allclose(t.scores, result.scores, atol=1e-6)
             np.testing.assert_allclose(t.embedding, tagger.embed(t.path), atol=1e-5)
@@ -394,7 +394,7 @@ def test_write_tags_dry_run_write_and_undo_on_mp3_ogg_flac_m4a(capsys, tmp_path,
 
     files = _tagged_copies(tmp_path / "music")
     originals = {k: p.read_bytes() for k, p in files.items()}
-    decoded = {k: audio.load(p) for k, p in files.items()}
+    decoded = {k: audio.decode_mono(p) for k, p in files.items()}
     titles = {k: mutagen.File(p, easy=True)["title"] for k, p in files.items()}
     user_tags = {k: dict(mutagen.File(p, easy=True).tags) for k, p in files.items()}
     db = tmp_path / "lib.sqlite"
@@ -415,7 +415,7 @@ def test_write_tags_dry_run_write_and_undo_on_mp3_ogg_flac_m4a(capsys, tmp_path,
     for kind, path in files.items():
         assert tagwrite.read_field(path) == decisions[kind]
         assert mutagen.File(path, easy=True)["title"] == titles[kind]       # the user's tags are kept
-        np.testing.assert_array_equal(audio.load(path), decoded[kind])       # the audio is untouched
+        np.testing.assert_array_equal(audio.decode_mono(path), decoded[kind])       # the audio is untouched
     assert _mpeg_frames(files["mp3"]) == _mpeg_frames_of(originals["mp3"], tmp_path)
 
     code, out, _ = run(capsys, *index)  # the library follows the rewritten headers: nothing to re-tag
@@ -428,7 +428,7 @@ def test_write_tags_dry_run_write_and_undo_on_mp3_ogg_flac_m4a(capsys, tmp_path,
     for kind, path in files.items():
         assert tagwrite.read_field(path) is None
         assert dict(mutagen.File(path, easy=True).tags) == user_tags[kind]
-        np.testing.assert_array_equal(audio.load(path), decoded[kind])
+        np.testing.assert_array_equal(audio.decode_mono(path), decoded[kind])
     assert _mpeg_frames(files["mp3"]) == _mpeg_frames_of(originals["mp3"], tmp_path)
     with store.Library(db) as lib:
         assert lib.tag_writes() == []
@@ -467,8 +467,28 @@ def test_write_tags_keeps_an_existing_field_value_for_undo_and_skips_changed_fil
 def test_default_decoder_count_leaves_a_core_and_grows_with_a_gpu(monkeypatch):
     from samplecnn.library import index as index_module
 
-    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(index_module, "usable_cpus", lambda: 16)
     assert index_module.default_workers("cpu") == 4  # the model is the bottleneck on a CPU
     assert index_module.default_workers("cuda") == 15  # decoding is, beside a GPU
-    monkeypatch.setattr(index_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(index_module, "usable_cpus", lambda: 2)
     assert index_module.default_workers("cpu") == index_module.default_workers("cuda") == 1
+
+
+def test_model_id_picks_the_library_model_and_the_old_model_spelling_still_works(library, capsys):
+    db = library["db"]
+    with store.Library(db) as lib:
+        model_id = lib.model().model_id
+    want = ["--db", db, "--tag", "piano", "--limit", "0", "--format", "jsonl"]
+    code, plain, _ = run(capsys, "search", *want)
+    assert code == 0
+    for option in ("--model-id", "--model"):  # --model: deprecated, same meaning
+        code, out, err = run(capsys, "search", *want, option, model_id)
+        assert code == 0 and out == plain, err
+        code, _, err = run(capsys, "search", *want, option, "no-such-model")
+        assert code == 1 and "no tracks of model 'no-such-model'" in err
+    code, out, err = run(capsys, "export", "--db", db, "--model-id", library["ckpt"], "--format", "jsonl")
+    assert code == 0 and len(out.splitlines()) == 7, err  # a checkpoint path picks its model too
+    # similar: --model is a checkpoint, as in tag/index/serve; --model-id picks the tracks
+    code, out, err = run(capsys, "similar", library["music"] / "song.wav", "--db", db, "--model-id", model_id,
+                         "--model", library["ckpt"], "--limit", "1", "--format", "jsonl")
+    assert code == 0 and Path(json.loads(out)["path"]).name == "duplicate.wav", err

@@ -24,7 +24,7 @@ def exported(tmp_path_factory):
 
 def test_onnx_outputs_match_pytorch(exported):
     ckpt, out = exported
-    model, info = checkpoint.load(ckpt)
+    model, info = checkpoint.read(ckpt)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for n in (1, 3):  # the batch axis is dynamic
         x = np.stack([music_like(SEG / SR, seed=i) for i in range(n)])[:, None, :]

@@ -29,7 +29,7 @@ import soundfile as sf
 import uvicorn
 
 from samplecnn import server
-from samplecnn.library.index import load_model
+from samplecnn.library.index import tagger_and_record
 
 from conftest import SR, music_like
 
@@ -80,7 +80,7 @@ def wav_bytes(seconds: float, seed: int = 0) -> bytes:
 
 @pytest.fixture(scope="module")
 def model(ckpt_path):
-    return load_model(str(ckpt_path))
+    return tagger_and_record(str(ckpt_path))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ import pytest
 import soundfile as sf
 
 from samplecnn.cli import main
-from samplecnn.library import backup, hashing, integrity, store, tagwrite
+from samplecnn.fileio import file_hash
+from samplecnn.library import backup, integrity, store, tagwrite
 
 from conftest import SR, encode_audio, music_like
 
@@ -143,7 +144,7 @@ def test_undo_of_a_damaging_write_it_cannot_reverse_fails_instead_of_reporting_s
     tagwrite._set(f, ["piano", "loud"])
     f.save()  # what the older version did, unchecked
     assert tagwrite.read_field(path) is None
-    digest, size, mtime_ns = hashing.file_hash(path)
+    digest, size, mtime_ns = file_hash(path)
     with store.Library(db) as lib:
         lib.record_tag_write(str(path), None, ["piano", "loud"], lib.model().model_id, size, mtime_ns, digest)
     damaged = path.read_bytes()

@@ -1,7 +1,8 @@
-"""The musicnn teacher against the original TensorFlow outputs in ../shared/musicnn-reference, and the NumPy reader
-of TF checkpoints on its own (real checkpoints, then damaged copies of them).
+"""The musicnn teacher against the original TensorFlow outputs saved beside the checkout (the musicnn-reference
+folder of the shared data; skipped where absent), and the NumPy reader of TF checkpoints on its own (real
+checkpoints, then damaged copies of them).
 
-Tolerances follow the reference's README: network only 1e-5, log-mel patches 5e-4 (float16 rounding may flip a value
+Tolerances, by what each stage can differ in: network only 1e-5, log-mel patches 5e-4 (float16 rounding may flip a value
 into the next bin), mel power rtol 1e-5, end to end from the .wav 1e-4."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _installed() -> bool:
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference outputs not found at {REF}")
 NOT_INSTALLED = f"musicnn's checkpoints are not installed ({M.INSTALL_HINT}, done by scripts/setup.sh)"
 needs_musicnn = pytest.mark.skipif(not _installed(), reason=NOT_INSTALLED)
-WEIGHT_TOTALS = {"MTT_musicnn": 792_079, "MTT_vgg": 607_030}   # ../shared/README.md section 3
+WEIGHT_TOTALS = {"MTT_musicnn": 792_079, "MTT_vgg": 607_030}   # parameters of the two TF checkpoints as shipped
 
 
 def ref(name: str) -> np.ndarray:
@@ -234,7 +235,7 @@ def test_intermediate_layers_of_patch0(teachers, name):
 def test_samplecnn_audio_reproduces_the_16k_waveform(clip):
     """samplecnn.audio (streaming soxr HQ) gives librosa's waveform, except the one trailing zero that librosa's
     ceil(N * 16000 / sr) length rule may append (sonicpi_amen: 109,714 + 1); a file's source length is not known."""
-    wave, want = audio.load(REF / f"{clip}.wav", sr=16000), ref(f"{clip}_wave16k.npy")
+    wave, want = audio.decode_mono(REF / f"{clip}.wav", sr=16000), ref(f"{clip}_wave16k.npy")
     assert 0 <= len(want) - len(wave) <= 1 and not want[len(wave):].any()
     np.testing.assert_allclose(wave, want[:len(wave)], rtol=0, atol=1e-6)
 

@@ -58,7 +58,7 @@ def local_debs(folder: str | os.PathLike, wanted: list[str]) -> tuple[dict[str, 
 
 def candidate_versions(packages: list[str]) -> dict[str, str]:
     """{package: the version `apt-get download` would fetch now}; one apt-cache call (it reads apt's lists, no
-    network, ~0.5 s whatever the number of packages)."""
+    network; its cost does not grow with the number of packages)."""
     if not packages:
         return {}
     out = _run(["apt-cache", "show", "--no-all-versions", *packages], "apt-cache show")

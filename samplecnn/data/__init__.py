@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .cache import Cache
 from .build import Source, build
+from .cache import Cache
 
 __all__ = ["Cache", "Source", "build", "prepare_mtat", "prepare_folder"]
 

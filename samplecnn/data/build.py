@@ -16,24 +16,18 @@ How a run survives being killed:
 
 from __future__ import annotations
 
-import collections
 import csv
 import dataclasses
 import datetime
 import hashlib
 import io
-import itertools
 import json
-import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -41,8 +35,22 @@ from .. import audio
 from ..errors import AudioError, SampleCNNError
 from ..fileio import atomic_path
 from ..models import SAMPLE_RATE
-from .cache import (AUDIO, DTYPE, FORMAT, INDEX, INDEX_COLUMNS, LABELS, META, PARTIAL, SCALE, SPLITS, TAGS,
-                    VERSION, Cache)
+from ..workers import Pool, usable_cpus
+from .cache import (
+    AUDIO,
+    DTYPE,
+    FORMAT,
+    INDEX,
+    INDEX_COLUMNS,
+    LABELS,
+    META,
+    PARTIAL,
+    SCALE,
+    SPLITS,
+    TAGS,
+    VERSION,
+    Cache,
+)
 
 __all__ = ["Source", "build", "default_workers", "to_int16"]
 
@@ -74,7 +82,7 @@ class Source:
 
 
 def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    return min(4, usable_cpus())
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
@@ -194,70 +202,19 @@ def _resume(out: Path) -> list[tuple[int, int, int, str]]:
 def _decode(path: str) -> tuple[np.ndarray | None, str]:
     """One file -> (int16 samples, "") or (None, the reason it could not be decoded). Runs in a worker."""
     try:
-        return to_int16(audio.load(path, sr=SAMPLE_RATE)), ""
+        return to_int16(audio.decode_mono(path, sr=SAMPLE_RATE)), ""
     except AudioError as e:
         return None, e.reason
     except Exception as e:  # a decoder bug or MemoryError on one file must not stop a 25,000-file job
         return None, f"unexpected {type(e).__name__}: {e}"
 
 
-def _init_worker() -> None:
-    """One thread per worker (the workers are the parallelism); Ctrl-C is the parent's to handle."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-class _Decoders:
-    """Decode results in `paths` order, with up to workers * _AHEAD files in flight; a context manager.
-
-    The worker processes start in __init__, before the caller makes any thread (tqdm's monitor), as fork wants.
-    fork (Linux) rather than spawn/forkserver: no re-import of torch per worker, and no re-run of the caller's
-    script (spawn runs an unguarded `__main__` again in every worker). The workers never touch torch, so a parent
-    that has used torch is no hazard (PyTorch's DataLoader forks the same way). workers=1 decodes in-process."""
-
-    def __init__(self, paths: Sequence[str], workers: int):
-        self.remaining = iter(paths)
-        self.pool: ProcessPoolExecutor | None = None
-        if workers == 1 or not paths:
-            return
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-        # Ctrl-C is held back while the pool starts its processes (the first submits do): interrupted half-way, a
-        # starting worker would die with a traceback. The signal is delivered right after, at a safe point.
-        mask = getattr(signal, "pthread_sigmask", None)  # not on Windows
-        held = mask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
-        try:
-            self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
-            self.window = collections.deque(self.pool.submit(_decode, p)
-                                            for p in itertools.islice(self.remaining, workers * _AHEAD))
-        finally:
-            if mask:
-                mask(signal.SIG_SETMASK, held)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray | None, str]]:
-        if self.pool is None:
-            yield from map(_decode, self.remaining)
-            return
-        try:
-            while self.window:
-                result = self.window.popleft().result()
-                for p in itertools.islice(self.remaining, 1):
-                    self.window.append(self.pool.submit(_decode, p))
-                yield result
-        except BrokenProcessPool:
-            raise SampleCNNError("a decoding worker died (out of memory, or a decoder crash); finished clips are "
-                                 "kept: run `samplecnn prepare` again to resume (--workers 1 finds the culprit)"
-                                 ) from None
-
-    def __enter__(self) -> "_Decoders":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+def _decoders(paths: Sequence[str], workers: int) -> Pool:
+    """Decode results in `paths` order, with up to workers * _AHEAD files in flight; workers=1 decodes in-process.
+    The workers run no torch and start before the caller's progress bar, so they are forked (workers.context)."""
+    return Pool(_decode, paths, workers, ahead=_AHEAD, runs_torch=False,
+                broken="a decoding worker died (out of memory, or a decoder crash); finished clips are kept: run "
+                       "`samplecnn prepare` again to resume (--workers 1 finds the culprit)")
 
 
 def _decode_all(out: Path, paths: list[str], first: int, run: int, workers: int, total: int,
@@ -268,7 +225,7 @@ def _decode_all(out: Path, paths: list[str], first: int, run: int, workers: int,
     offset = (out / AUDIO).stat().st_size // DTYPE.itemsize
     pending: list[str] = []
     with open(out / AUDIO, "ab") as data, open(out / PARTIAL / "progress.tsv", "a", encoding="utf-8") as log, \
-            _Decoders(paths, workers) as decoded:
+            _decoders(paths, workers) as decoded:
         bar = tqdm(total=total, initial=first, unit="clip", disable=not progress or not paths, file=sys.stderr,
                    dynamic_ncols=True, desc="decoding")
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import SampleCNNError
-from .hashing import file_hash
+from ..fileio import file_hash
 
 _CHUNK = 1 << 20
 _BLOCK = 4096
@@ -38,7 +38,7 @@ MAX_LITERAL = 32 << 20
 
 
 def new_hasher():
-    return hashlib.blake2b(digest_size=16)  # the same hash as hashing.file_hash, which the library records
+    return hashlib.blake2b(digest_size=16)  # the same hash as file_hash, which the library records
 
 
 # ------------------------------------------------------------------------------------------------------------------

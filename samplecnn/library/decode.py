@@ -25,7 +25,8 @@ second that its parent changed, and exits.
 from __future__ import annotations
 
 import os
-import signal
+
+from ..workers import quiet_worker
 
 _POLL_S = 1.0
 
@@ -82,10 +83,9 @@ class Channel:
 
 def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: int, parent_pid: int) -> None:
     """The worker's main loop (the target of a spawned process)."""
-    # One thread each: the model in the parent process gets the cores; decoders overlap with it, not with each other.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    # Ctrl-C reaches the whole process group: the parent handles it and stops the workers, with no traceback each.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # One thread each (the model in the parent gets the cores; decoders overlap with it, not with each other), and
+    # Ctrl-C is the parent's to handle.
+    quiet_worker()
     channel = Channel(conn, data, window, parent_pid)
     try:
         while (job := channel.next_job()) is not None:
@@ -101,7 +101,7 @@ def _process(channel: Channel, index: int, path: str, known_hash: str | None, sa
              segment_samples: int, chunk: int) -> None:
     """One file: its hash, then (unless the bytes are the known ones) its segments and what was decoded."""
     from ..errors import AudioError
-    from .hashing import file_hash
+    from ..fileio import file_hash
 
     try:
         digest, size, mtime_ns = file_hash(path)

@@ -35,9 +35,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from .. import audio, inference, pretrained
+from .. import audio, checkpoint, inference, pretrained
 from ..errors import SampleCNNError
-from . import decode, hashing, store
+from ..workers import context, sigint_held, usable_cpus
+from . import decode, store
 
 _POLL_S = 1.0
 _CHUNK_SEGMENTS = 16  # segments per message from a decoder: ~3.8 MB, a few dozen ms of model time
@@ -45,12 +46,11 @@ _RETRIES = 1          # a file whose decoder died is tried this many more times,
 
 
 def default_workers(device_type: str = "cpu") -> int:
-    """Decoders to run beside the model, one core left to it. On a CPU at most 4: the model (~190x real time on 2
-    cores) is the bottleneck and more decoders only take its cores. With a GPU the model runs ~20,000x real time and
-    each decoder ~600-1,300x, so decoding is the bottleneck: up to 16 (any accelerator; on an H200 machine, 112
-    tracks: 4 workers 12.9 s, 12 workers 10.5 s including start-up; README, Benchmarks)."""
+    """Decoders to run beside the model, one core left to it. On a CPU at most 4: there the model is far slower
+    than one decoder, so it is the bottleneck and more decoders only take its cores. On an accelerator the model is
+    faster than many decoders together, so decoding is the bottleneck: up to 16 (README, Benchmarks)."""
     cap = 4 if device_type == "cpu" else 16
-    return max(1, min(cap, (os.cpu_count() or 2) - 1))
+    return max(1, min(cap, usable_cpus() - 1))
 
 
 def window_segments(batch_size: int, n_workers: int) -> int:
@@ -88,12 +88,14 @@ class Report:
         return self.found + self.bad_inputs
 
 
-def load_model(name_or_path: str, device: str | None = None, batch_size: int | None = None):
-    """(Tagger, store.Model) for a registered name or checkpoint path; the id hashes the checkpoint file."""
+def tagger_and_record(name_or_path: str, device: str | None = None,
+                      batch_size: int | None = None) -> tuple[inference.Tagger, store.Model]:
+    """The Tagger of a registered name or checkpoint path, and the library's record of that model (its id hashes
+    the checkpoint file: checkpoint.model_id)."""
     tagger = inference.load(name_or_path, device=device, batch_size=batch_size)
-    source = pretrained.resolve(name_or_path)
+    source = pretrained.checkpoint_path(name_or_path)
     info = tagger.info
-    record = store.Model(model_id=hashing.model_id(source, tagger.name), name=tagger.name or source.stem,
+    record = store.Model(model_id=checkpoint.model_id(source, tagger.name), name=tagger.name or source.stem,
                          source=os.path.abspath(source) if os.path.exists(name_or_path) else str(name_or_path),
                          tags=list(info.tags), thresholds=[float(t) for t in info.thresholds],
                          embed_dim=int(tagger.model.embed_dim), sample_rate=info.sample_rate,
@@ -118,7 +120,7 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
     if workers is not None and workers < 1:
         raise SampleCNNError(f"--workers must be at least 1, got {workers}")
     files, input_errors = audio.find_audio(inputs)
-    tagger, record = load_model(model, device=device, batch_size=batch_size)
+    tagger, record = tagger_and_record(model, device=device, batch_size=batch_size)
     workers = default_workers(tagger.device.type) if workers is None else workers
     report = Report(model_id=record.model_id, found=len(files), bad_inputs=len(input_errors))
     report.failures.extend((os.fspath(e.path), e.reason) for e in input_errors)
@@ -224,7 +226,8 @@ class _Pipeline:
     def run(self) -> None:
         from tqdm import tqdm
 
-        self.ctx = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+        # spawned: a decoder that died is replaced while the model's threads run (samplecnn.workers)
+        self.ctx = context(runs_torch=False, started_late=True)
         self.progress = tqdm(total=len(self.jobs), unit="file", file=sys.stderr, dynamic_ncols=True,
                              disable=not self.show_progress, smoothing=0.05)
         try:
@@ -249,7 +252,8 @@ class _Pipeline:
         p = self.ctx.Process(target=decode.run, daemon=True, name="samplecnn-decoder",
                              args=(theirs, data_theirs, self.record.sample_rate, self.record.segment_samples,
                                    _CHUNK_SEGMENTS, self.window, os.getpid()))
-        p.start()
+        with sigint_held():
+            p.start()
         theirs.close()  # only the child holds its ends: its death reads as end-of-file here
         data_theirs.close()
         ring = np.empty((self.window, self.record.segment_samples), np.float32)

@@ -1,7 +1,7 @@
 """Queries over a library: rank tracks by tag scores, or by how close their embedding is to a query's.
 
 Both load one column of the library as a numpy matrix and rank with a vectorised pass (no per-row Python): for
-100k tracks the similarity ranking is a 100k x 512 matrix-vector product (see benchmarks/bench_similar.py).
+100k tracks the similarity ranking is a 100k x 512 matrix-vector product (timings: README, bench_similar.py).
 """
 
 from __future__ import annotations
@@ -77,11 +77,11 @@ def query_embedding(lib: store.Library, model: store.Model, query: str, checkpoi
         return track.embedding, path
     if not os.path.exists(path):
         raise SampleCNNError("neither an indexed track nor an existing file", query)
-    from .index import load_model
+    from .index import tagger_and_record
 
     source = checkpoint or model.source
     try:
-        tagger, record = load_model(source, device=device)
+        tagger, record = tagger_and_record(source, device=device)
     except SampleCNNError as e:
         raise SampleCNNError(f"{query} is not indexed, and the library's model cannot be loaded to embed it "
                              f"({e}); pass --model CHECKPOINT") from None

@@ -223,7 +223,7 @@ class Library:
             if wanted in (m.model_id, m.name, m.source) or os.path.abspath(wanted) == m.source:
                 return m
         if os.path.isfile(wanted):  # a checkpoint given by another path: its bytes decide
-            from .hashing import file_hash
+            from ..fileio import file_hash
 
             digest = file_hash(wanted)[0][:16]
             for m in models:

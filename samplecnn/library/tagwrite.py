@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import SampleCNNError
-from . import backup, hashing, integrity, store
+from ..fileio import file_hash
+from . import backup, integrity, store
 
 FIELD = "SAMPLECNN_TAGS"
 _MP4_KEY = f"----:org.samplecnn:{FIELD}"
@@ -115,7 +116,7 @@ def _write_track(lib: store.Library, journal: backup.Journal, model: store.Model
     _edit(f, pending, target, change.after, fingerprint)
     with _put_back_on_failure(pending):
         original_hash, patch = _undo_patch(journal, pending, previous is None, undo_record)
-        digest, size, mtime_ns = hashing.file_hash(t.path)
+        digest, size, mtime_ns = file_hash(t.path)
         original = previous[0] if previous is not None else change.before
         lib.record_tag_write(t.path, original, change.after or [], model.model_id, size, mtime_ns, digest,
                              original_hash, patch)
@@ -129,7 +130,7 @@ def _undo_path(lib: store.Library, journal: backup.Journal, path: str, original:
     change = Change(path, _get(f), _as_stored(f, original))
     undo_record = lib.tag_undo(path)
     exact = (undo_record is not None and undo_record[0] is not None and undo_record[2] is not None
-             and hashing.file_hash(path)[0] == undo_record[1])
+             and file_hash(path)[0] == undo_record[1])
     if not exact:
         written = lib.tag_write(path)[1]
         if change.before != _as_stored(f, written or None):
@@ -156,7 +157,7 @@ def _undo_path(lib: store.Library, journal: backup.Journal, path: str, original:
 
 
 def _forget(lib: store.Library, path: str) -> None:
-    digest, size, mtime_ns = hashing.file_hash(path)
+    digest, size, mtime_ns = file_hash(path)
     lib.forget_tag_write(path, size, mtime_ns, digest)
 
 
@@ -319,9 +320,9 @@ def _open(path: str | os.PathLike):
 
 
 def _kind(tags) -> str | None:
+    from mutagen._vorbis import VComment
     from mutagen.id3 import ID3
     from mutagen.mp4 import MP4Tags
-    from mutagen._vorbis import VComment
 
     if isinstance(tags, ID3):
         return "id3"

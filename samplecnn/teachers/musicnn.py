@@ -382,7 +382,7 @@ class MusicnnTeacher:
             wave = _fit(wave, math.ceil(n_in * SAMPLE_RATE / int(sr)))   # librosa's length rule [5.3]
             path = None
         else:
-            wave = audio.load(audio_in, sr=SAMPLE_RATE)
+            wave = audio.decode_mono(audio_in, sr=SAMPLE_RATE)
             path = os.fspath(audio_in)
         padded = len(wave) < MIN_SAMPLES
         patches = self.logmel(_fit(wave, MIN_SAMPLES) if padded else wave)
