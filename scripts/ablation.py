@@ -88,6 +88,24 @@ def run_config(name: str, options: dict, args: argparse.Namespace) -> Path:
     return out / "metrics.jsonl"
 
 
+def start_row(args: argparse.Namespace) -> dict:
+    """The bundled default scored the same way, before any of the runs: where every run from it starts."""
+    path = args.out / "start.json"
+    if not path.is_file():
+        cfg = TrainConfig(data=args.data, out=str(args.out / "start"), valid_data=args.valid_data, init="default",
+                          **{k: v for k, v in V2.items() if k != "recipe"})
+        result = _Unexported(cfg).validate()
+        args.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    result = json.loads(path.read_text())
+    frequent = [auc for positives, auc in result["per_tag"].values() if positives >= 4]
+    return {"name": "default", "change": "the bundled default (v2), where the runs from it start", "steps": 0,
+            "compute_minutes": 0, "roc_auc": result["roc_auc"], "pr_auc": result["pr_auc"],
+            "spearman": result["spearman"], "frequent_roc_auc": sum(frequent) / len(frequent) if frequent else None,
+            **{tag: result["per_tag"][tag][1] if tag in result["per_tag"] else None for tag in TAG_COLUMNS},
+            "curve": [(0, result["roc_auc"])]}
+
+
 def row(name: str, metrics_file: Path) -> dict:
     metrics = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     final = metrics[-1]
@@ -102,6 +120,7 @@ def row(name: str, metrics_file: Path) -> dict:
 
 
 def table(rows: list[dict]) -> str:
+    """Markdown: one row per run."""
     fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["| run | change | steps | compute min | ROC-AUC | PR-AUC | Spearman | tags >= 4 pos. | "
              + " | ".join(TAG_COLUMNS) + " |", "|---" * (8 + len(TAG_COLUMNS)) + "|"]
@@ -144,10 +163,12 @@ def main() -> None:
     unknown = sorted(set(names) - set(RUNS))
     if unknown:
         parser.error(f"unknown run(s) {', '.join(unknown)}; choose from {', '.join(RUNS)}")
-    rows = [row(name, run_config(name, RUNS[name][1], args)) for name in names]
-    (args.out / "ablation.json").write_text(json.dumps(rows, indent=1))
-    (args.out / "table.md").write_text(table(rows))
-    plot_curves(rows, args.out / "curves.png")
+    rows = [start_row(args)]
+    for name in names:  # the table is rewritten after every run, so an interrupted ablation still shows its rows
+        rows.append(row(name, run_config(name, RUNS[name][1], args)))
+        (args.out / "ablation.json").write_text(json.dumps(rows, indent=1))
+        (args.out / "table.md").write_text(table(rows))
+        plot_curves(rows, args.out / "curves.png")
     print(table(rows))
 
 
