@@ -267,7 +267,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--packages", metavar="A,B,...", help="a subset of the recipe's packages (default: all of them)")
     q.add_argument("--min-seconds", type=float, default=0.5,
                    help="leave out clips shorter than this (default: %(default)s)")
-    q.add_argument("--force", action="store_true", help="redo packages that an earlier run already extracted")
+    q.add_argument("--redo", "--force", dest="redo", action="store_true",
+                   help="redo packages that an earlier run already extracted")
     q.set_defaults(run=_cmd_corpus_voices)
 
     # -- teacher labels for distillation (issue 4) --
@@ -353,7 +354,7 @@ def _cmd_corpus_voices(args: argparse.Namespace) -> int:
 
     start = time.monotonic()
     packages = [n.strip() for n in args.packages.split(",") if n.strip()] if args.packages else None
-    summary = build(args.out, packages=packages, debs=args.debs, min_seconds=args.min_seconds, force=args.force,
+    summary = build(args.out, packages=packages, debs=args.debs, min_seconds=args.min_seconds, force=args.redo,
                     progress=sys.stderr.isatty())
     print()
     for line in summary.lines():

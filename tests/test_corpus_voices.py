@@ -235,6 +235,18 @@ def test_labels_from_names(built):
     assert voice_sources.SOURCES["lmms-common"].kind == "choir"
 
 
+def test_voice_rules_leave_out_tones_and_monkeys():
+    en = voice_sources.SOURCES["asterisk-core-sounds-en-g722"]
+    assert en.is_voice(AST_EN + "tt-weasels.g722") and en.is_voice(AST_EN + "digits/7.g722")
+    for other in ("beep.g722", "beeperr.g722", "ascending-2tone.g722", "silence/3.g722", "tt-monkeys.g722"):
+        assert not en.is_voice(AST_EN + other)
+    assert not en.is_voice(AST_FR + "bonjour.g722")  # each package takes only its own speaker's folder
+    tux = voice_sources.SOURCES["tuxpaint-stamps-default"]
+    assert tux.is_voice(TUX + "cat_desc_el.ogg") and not tux.is_voice("usr/share/tuxpaint/stamps/symbols/math/7_el.ogg")
+    fillets = voice_sources.SOURCES["fillets-ng-data-cs"]
+    assert fillets.is_voice(FCS + "x-m-y.ogg") and not fillets.is_voice("usr/share/games/fillets-ng/music/a.ogg")
+
+
 def test_left_out_files_have_reasons(built):
     out = built[0]
     why = {e["original_path"]: (e["reason"], e["detail"]) for e in _read(out / "excluded.csv")}

@@ -61,15 +61,19 @@ def _mono(frame) -> np.ndarray:
 
 
 def _reason(e: BaseException) -> str:
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    """ffmpeg's message without the file name it repeats (the row already names the file)."""
+    text = str(getattr(e, "strerror", None) or e).strip()
+    text = (text.splitlines() or [type(e).__name__])[0]
     return text[:1].lower() + text[1:]
 
 
 def decode(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> Clip:
     """The whole clip at `sr`; AudioError (one line) when it cannot be decoded, is empty, not finite or silent."""
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise AudioError("is empty or not a file", path)
+    if not path.is_file():
+        raise AudioError("is not a file", path)
+    if path.stat().st_size == 0:
+        raise AudioError("is empty (0 bytes)", path)
     fmt = _FORMATS.get(path.suffix.lower())
     parts, rate, channels, codec = [], None, 0, ""
     try:
@@ -79,7 +83,16 @@ def decode(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> Clip:
                 raise AudioError("has no audio stream", path)
             stream = container.streams.audio[0]
             codec = stream.codec_context.name
-            for packet in container.demux(stream):
+            demux = container.demux(stream)
+            while True:
+                try:
+                    packet = next(demux)
+                except StopIteration:
+                    break
+                except av.error.FFmpegError as e:
+                    if not parts:
+                        raise AudioError(f"cannot be decoded ({_reason(e)})", path) from None
+                    break  # after the audio: a damaged tail or an odd trailer (KLettres' Czech syllables), kept
                 try:
                     frames = packet.decode()
                 except av.error.FFmpegError:

@@ -45,8 +45,9 @@ class Source:
 
 
 _AST = "usr/share/asterisk/sounds/"
-# beeps, tones and the silence/ folder of every Asterisk language (the silence is also caught by the level check)
-_AST_LEAVE = ("*/beep.g722", "*/beeperr.g722", "*-2tone.g722", "*/silence/*")
+# beeps, tones, the silence/ folder (also caught by the level check) and tt-monkeys (the easter egg's screeching
+# monkeys, not a human voice) of every Asterisk language
+_AST_LEAVE = ("*/beep.g722", "*/beeperr.g722", "*-2tone.g722", "*/silence/*", "*/tt-monkeys.g722")
 _FILLETS = "usr/share/games/fillets-ng/sound/*/{lang}/*.ogg"
 # debian/copyright of fillets-ng-data-* is free text: "GNU General Public License ... version 2 dated June, 1991",
 # and the holders are its "Upstream Authors"
@@ -63,8 +64,9 @@ def _asterisk(lang: str, folder: str) -> Source:
 
 # In the order of docs/voices.md; this order also decides which copy of a cross-package duplicate is kept.
 SOURCES: dict[str, Source] = {
-    "tuxpaint-stamps-default": Source(("usr/share/tuxpaint/stamps/*_desc.ogg", "usr/share/tuxpaint/stamps/*_desc_*.ogg",
-                                       "usr/share/tuxpaint/stamps/*_desc.wav", "usr/share/tuxpaint/stamps/*_desc_*.wav")),
+    # <stamp>_desc_<lang>.ogg (and a few .wav) are the spoken descriptions; <stamp>.ogg is the stamp's sound effect
+    "tuxpaint-stamps-default": Source(tuple(f"usr/share/tuxpaint/stamps/*{p}" for p in (
+        "_desc.ogg", "_desc_*.ogg", "_desc.wav", "_desc_*.wav"))),
     "fillets-ng-data-cs": Source((_FILLETS.format(lang="cs"),), fallback=_FILLETS_GPL),
     "fillets-ng-data-nl": Source((_FILLETS.format(lang="nl"),), fallback=_FILLETS_GPL),
     "festvox-ru": Source(("usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav/*.wav",)),
