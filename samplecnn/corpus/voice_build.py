@@ -1,0 +1,143 @@
+"""The recipe: `samplecnn corpus voices --out DIR` builds DIR/audio/, DIR/manifest.csv and DIR/excluded.csv.
+
+Each package is fetched (apt-get download, or --debs), unpacked into a temporary folder inside DIR (dpkg-deb -x), and
+its voice clips written as FLAC (voice_unpack) to DIR/audio/.<package>.partial, which is renamed to
+DIR/audio/<package> when complete; then DIR/packages/<package>.json records what was kept and DIR/licences/ gets the
+package's debian/copyright (attribution for CC-BY and CC-BY-SA travels with the clips). An interrupted run loses at
+most the package it was on. A rerun skips every package whose record matches the version apt (or --debs) offers
+now, the package's source rule and --min-seconds; the tables are rebuilt from the records each time and written last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import SampleCNNError
+from ..fileio import atomic_path
+from ..segments import SAMPLE_RATE
+from . import debs as debtools
+from . import voice_tables
+from .voice_sources import DEFAULT_PACKAGES, Source, select, source_for
+from .voice_unpack import unpack
+
+__all__ = ["RECIPE_VERSION", "build"]
+
+RECIPE_VERSION = 1  # bump when a change to the code alters what a package yields: records of older runs are redone
+_TMP_PREFIX = ".tmp-"
+
+
+def _fingerprint(source: Source, min_seconds: float) -> str:
+    text = json.dumps({"recipe": RECIPE_VERSION, "source": asdict(source), "min_seconds": min_seconds,
+                       "rate": SAMPLE_RATE}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _record_path(out: Path, package: str) -> Path:
+    return out / "packages" / f"{package}.json"
+
+
+def _load_record(out: Path, package: str) -> dict | None:
+    try:
+        return json.loads(_record_path(out, package).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _keep_copyright(root: Path, out: Path, package: str) -> None:
+    src = root / "usr/share/doc" / package / "copyright"
+    if src.is_file() and not src.is_symlink():
+        with atomic_path(out / "licences" / f"{package}.copyright", overwrite=True) as tmp:
+            shutil.copyfile(src, tmp)
+
+
+def _do_package(out: Path, package: str, source: Source, fingerprint: str, deb: Path | None, min_seconds: float,
+                progress: bool, say: Callable[[str], None]) -> dict:
+    final, staging = out / "audio" / package, out / "audio" / f".{package}.partial"
+    _record_path(out, package).unlink(missing_ok=True)  # from here on the old record no longer describes the disk
+    for folder in (final, staging):
+        shutil.rmtree(folder, ignore_errors=True)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{package}-", dir=out) as tmp:
+        tmp = Path(tmp)
+        deb = deb or debtools.download(package, tmp)
+        name, version = debtools.fields(deb)
+        if name != package:
+            raise SampleCNNError(f"holds package {name!r}, not {package!r}", deb)
+        debtools.extract(deb, tmp / "root")
+        record = unpack(tmp / "root", package, version, source, staging, min_seconds, progress=progress, say=say)
+        _keep_copyright(tmp / "root", out, package)
+    os.replace(staging, final)
+    record = {"package": package, "version": version, "fingerprint": fingerprint, "min_seconds": min_seconds,
+              "seconds": round(time.monotonic() - start, 1), **record}
+    with atomic_path(_record_path(out, package), overwrite=True) as t:
+        t.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record
+
+
+def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str | os.PathLike | None = None,
+          min_seconds: float = 0.5, force: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> voice_tables.Summary:
+    """Build (or finish, or refresh) the voice corpus in `out`; returns the summary of the whole corpus.
+
+    `packages`: a subset of voice_sources.DEFAULT_PACKAGES (default: all); any other name is refused. `debs`: a
+    folder of .deb files used instead of downloading. `force`: redo every package even when its record is current.
+    Records of packages not asked for this time stay, and their clips stay in the tables."""
+    from tqdm import tqdm
+
+    if not min_seconds >= 0:
+        raise SampleCNNError(f"--min-seconds must be 0 or more, got {min_seconds}")
+    names = select(packages)
+    out = Path(out)
+    local: dict[str, tuple[Path, str]] = {}
+    if debs is not None:
+        local, others = debtools.local_debs(debs, names)
+        if others:
+            log(f"ignoring {len(others)} .deb file(s) of packages outside the voice recipe or this run: "
+                f"{', '.join(sorted(set(others)))}")
+        versions = {name: version for name, (_, version) in local.items()}
+    else:
+        versions = debtools.candidate_versions(names)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(_TMP_PREFIX + "*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
+
+    say = tqdm.write if progress else log
+    records, skipped = {}, []
+    bar = tqdm(names, unit="pkg", disable=not progress, position=0)
+    for package in bar:
+        bar.set_postfix_str(package)
+        source = source_for(package)
+        fingerprint = _fingerprint(source, min_seconds)
+        version = versions[package]
+        record = _load_record(out, package)
+        if (not force and record is not None and record.get("fingerprint") == fingerprint
+                and record.get("version") == version and (out / "audio" / package).is_dir()):
+            skipped.append(package)
+            say(f"{package} {version}: already extracted, skipped")
+        else:
+            record = _do_package(out, package, source, fingerprint, local.get(package, (None,))[0], min_seconds,
+                                 progress, say)
+            minutes = sum(r["duration"] for r in record["kept"]) / 60
+            say(f"{package} {record['version']}: {len(record['kept'])} clips, {minutes:.1f} min "
+                f"({record['seconds']:.0f} s)")
+        records[package] = record
+    bar.close()
+    for package in _other_records(out, set(names)):  # finished by an earlier run with --packages
+        records[package] = _load_record(out, package)
+    summary = voice_tables.write(out, [r for r in records.values() if r is not None])
+    summary.skipped = skipped
+    return summary
+
+
+def _other_records(out: Path, done: set[str]) -> list[str]:
+    """Packages of the recipe, not in this run, whose record and folder are in place."""
+    return [p for p in DEFAULT_PACKAGES
+            if p not in done and _record_path(out, p).is_file() and (out / "audio" / p).is_dir()]
