@@ -73,6 +73,8 @@ class ViewSampler:
             self.voice_clips = voices.indices("train")
             if len(self.voice_clips) == 0:
                 raise ValueError("the voice cache has no clips in its train split")
+            voice_lengths = voices.lengths[self.voice_clips].astype(np.float64)
+            self.voice_weights = voice_lengths / voice_lengths.sum()  # every second of speech equally likely
 
     def batch(self, step: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(size, 59049) float32 student crops at 22050 Hz and (size, 47680) float32 teacher windows at 16 kHz."""
@@ -121,7 +123,7 @@ class ViewSampler:
         out = np.zeros_like(music)
         at = int(rng.integers(0, len(out) // 2))  # the voice may start late in the window
         while at < len(out):
-            i = int(self.voice_clips[rng.integers(0, len(self.voice_clips))])
+            i = int(self.voice_clips[rng.choice(len(self.voice_clips), p=self.voice_weights)])
             length = int(self.voices.lengths[i])
             start = int(rng.integers(0, max(1, length - (len(out) - at) + 1)))
             piece = self.voices.clip_float(i, start, min(length - start, len(out) - at))
