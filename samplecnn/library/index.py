@@ -33,7 +33,6 @@ import sys
 from typing import Iterable
 
 import numpy as np
-import torch
 
 from .. import audio, checkpoint, inference, pretrained
 from ..errors import SampleCNNError
@@ -98,7 +97,7 @@ def tagger_and_record(name_or_path: str, device: str | None = None,
     record = store.Model(model_id=checkpoint.model_id(source, tagger.name), name=tagger.name or source.stem,
                          source=os.path.abspath(source) if os.path.exists(name_or_path) else str(name_or_path),
                          tags=list(info.tags), thresholds=[float(t) for t in info.thresholds],
-                         embed_dim=int(tagger.model.embed_dim), sample_rate=info.sample_rate,
+                         embed_dim=tagger.embed_dim, sample_rate=info.sample_rate,
                          segment_samples=info.segment_samples)
     return tagger, record
 
@@ -398,7 +397,6 @@ class _Pipeline:
 
     # -- the model --
 
-    @torch.inference_mode()
     def _run_batch(self) -> None:
         parts, owners, need = [], [], self.batch_size
         while need and self.pending:
@@ -418,16 +416,12 @@ class _Pipeline:
             need -= len(take)
         if not parts:
             return
-        model = self.tagger.model
-        x = torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0]).to(self.tagger.device)
-        embeddings = model.embed(x.unsqueeze(1))
-        probs = torch.sigmoid(model.classifier(embeddings)).float().cpu().numpy()
-        embeddings = embeddings.float().cpu().numpy()
+        out = self.tagger.run_segments(np.concatenate(parts) if len(parts) > 1 else parts[0])
         start = 0
         for job, w, n in owners:
             st = self.active[job]
-            st.probs.append(probs[start:start + n])
-            st.embeds.append(embeddings[start:start + n])
+            st.probs.append(out.probabilities[start:start + n])
+            st.embeds.append(out.embeddings[start:start + n])
             self._consumed(st, w, n)
             start += n
 
