@@ -25,6 +25,17 @@ from .workers import usable_cpus
 AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
 
 
+def song_scores(taggram: np.ndarray) -> np.ndarray:
+    """Song-level scores from segment probabilities `(n_segments, n_tags)`: their mean (Lee et al. 2017). The one
+    definition: TagResult, the library index (through Tagger.song_result), evaluate and training's validation."""
+    return np.asarray(taggram).mean(axis=0)
+
+
+def song_embedding(embeddings: np.ndarray) -> np.ndarray:
+    """A song's embedding from its segments' `(n_segments, embed_dim)`: their mean (Tagger.embed, the index)."""
+    return np.asarray(embeddings).mean(axis=0)
+
+
 @dataclasses.dataclass
 class SegmentOutputs:
     """What the model gives for a batch of segments, from one forward pass: both are float32 numpy arrays."""
@@ -49,8 +60,8 @@ class TagResult:
 
     @property
     def scores(self) -> np.ndarray:
-        """Song-level scores: the mean of the segment probabilities (Lee et al. 2017)."""
-        return self.taggram.mean(axis=0)
+        """Song-level scores: the mean of the segment probabilities (`song_scores`)."""
+        return song_scores(self.taggram)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The k highest-scoring tags with their song-level scores, best first (k <= 0: all tags)."""
@@ -147,19 +158,30 @@ class Tagger:
         timeout: an answer nobody waits for must not hold the model)."""
         hop_samples = self._hop_samples(hop)
         outputs, n_samples = self._run(self._blocks(audio_in, sr), hop_samples, cancel)
+        path = None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in)
+        return self.song_result(outputs.probabilities, n_samples, hop_samples, path=path)
+
+    def song_result(self, probabilities: np.ndarray, n_samples: int, hop_samples: int | None = None,
+                    path: str | None = None) -> TagResult:
+        """A song's TagResult from its segments' probabilities (`run_segments`, in order), the number of samples
+        decoded at the model's rate and the hop the segments were cut with (None: one segment, no overlap). The
+        one place that turns segment outputs into a song: scores (`song_scores`), decisions (the checkpoint's
+        thresholds), duration and `padded` (shorter than one segment) are what `tag` and the library index give."""
+        hop = self.info.segment_samples if hop_samples is None else hop_samples
         seg = self.info.segment_samples
+        probabilities = np.asarray(probabilities, dtype=np.float32)
         return TagResult(
-            tags=self.tags, taggram=outputs.probabilities,
-            segment_starts=np.arange(len(outputs.probabilities)) * hop_samples / self.sample_rate,
+            tags=self.tags, taggram=probabilities,
+            segment_starts=np.arange(len(probabilities)) * hop / self.sample_rate,
             segment_seconds=seg / self.sample_rate, duration=n_samples / self.sample_rate,
             thresholds=np.asarray(self.info.thresholds, dtype=np.float32), padded=n_samples < seg,
-            path=None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in), model=self.name)
+            path=path, model=self.name)
 
     def embed(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
               per_segment: bool = False) -> np.ndarray:
         """The song's embedding (mean of the segments' penultimate features), or one row per segment."""
         outputs, _ = self._run(self._blocks(audio_in, sr), self._hop_samples(hop))
-        return outputs.embeddings if per_segment else outputs.embeddings.mean(axis=0)
+        return outputs.embeddings if per_segment else song_embedding(outputs.embeddings)
 
     def taggram(self, signal: np.ndarray, hop: float | None = None) -> np.ndarray:
         """Segment probabilities of a mono signal already at the model's rate, without the checks `tag` makes

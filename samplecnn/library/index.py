@@ -219,7 +219,6 @@ class _Pipeline:
         self.unfinished = set(range(len(jobs)))
         self.pending: collections.deque = collections.deque()  # (job, worker, segments) waiting for the model
         self.pending_rows = 0
-        self.thresholds = np.asarray(record.thresholds, dtype=np.float32)
         self.show_progress = progress
 
     def run(self) -> None:
@@ -444,17 +443,14 @@ class _Pipeline:
             self._finished(job)
 
     def _commit(self, st: _InFlight) -> None:
-        probs = np.concatenate(st.probs)
-        scores = probs.mean(axis=0)
-        order = np.argsort(-scores, kind="stable")
-        tags = self.record.tags
-        samples = st.info["samples"]
+        """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), and its embedding."""
+        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], path=st.path)
         self.lib.put_track(store.Track(
             path=st.path, model_id=self.record.model_id, size=st.info["size"], mtime_ns=st.info["mtime_ns"],
-            hash=st.info["hash"], duration=samples / self.record.sample_rate, segments=len(probs),
-            padded=samples < self.record.segment_samples, scores=scores,
-            decisions=[tags[i] for i in order if scores[i] >= self.thresholds[i]],
-            embedding=np.concatenate(st.embeds).mean(axis=0), taggram=probs if self.taggrams else None))
+            hash=st.info["hash"], duration=result.duration, segments=len(result.taggram), padded=result.padded,
+            scores=result.scores, decisions=result.decisions,
+            embedding=inference.song_embedding(np.concatenate(st.embeds)),
+            taggram=result.taggram if self.taggrams else None))
         if st.known_hash is None:
             self.report.new += 1
         else:
