@@ -9,7 +9,7 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from .errors import SampleCNNError
 from .models import SampleCNN
 from .precision import resolve_precision
 from .prefetch import prefetch
-from .segments import segment_batches
+from .segments import SampleCounter, segment_batches
 from .workers import usable_cpus
 
 AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
@@ -211,7 +211,7 @@ class Tagger:
              cancel: threading.Event | None = None) -> tuple[SegmentOutputs, int]:
         """`run_segments` on every segment of the stream, batch by batch; returns (outputs, samples seen)."""
         probabilities, embeddings = [], []
-        counter = _Counter()
+        counter = SampleCounter()
         try:
             for batch in segment_batches(counter.count(blocks), self.info.segment_samples, hop, self.batch_size):
                 if cancel is not None and cancel.is_set():
@@ -228,18 +228,6 @@ class Tagger:
 
 class Cancelled(Exception):
     """Tagger.tag stopped because its `cancel` event was set."""
-
-
-class _Counter:
-    """Counts the samples flowing through a block iterator."""
-
-    def __init__(self):
-        self.n = 0
-
-    def count(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for block in blocks:
-            self.n += len(block)
-            yield block
 
 
 def load(name_or_path: str | os.PathLike = "default", device: str | torch.device | None = None,
