@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from samplecnn import audio, checkpoint, devices, models, precision  # noqa: E402
-from samplecnn.inference import Tagger  # noqa: E402
+from samplecnn.inference import SegmentOutputs, Tagger  # noqa: E402
 from samplecnn.segments import segment_batches  # noqa: E402
 
 SEG = models.SEGMENT_SAMPLES
@@ -164,8 +164,9 @@ class OrtTagger(Tagger):
     def run_numpy(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(["probabilities"], {"audio": x})[0]
 
-    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.run_numpy(x.numpy()))
+    def run_segments(self, batch: np.ndarray) -> SegmentOutputs:
+        probabilities, embeddings = self.session.run(["probabilities", "embedding"], {"audio": batch[:, None, :]})
+        return SegmentOutputs(probabilities, embeddings)
 
 
 def quantize_int8(onnx_path: Path, out: Path, calibration: list[np.ndarray]) -> Path:

@@ -30,7 +30,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "te
     clips = cache.indices(split)
     if len(clips) == 0:
         raise SampleCNNError(f"the dataset has no clips in the {split!r} split", data)
-    scores = np.stack([tagger.taggram(cache.clip_float(int(i))).mean(axis=0)
+    scores = np.stack([inference.song_scores(tagger.taggram(cache.clip_float(int(i))))
                        for i in tqdm(clips, desc=f"evaluating {split}", unit="clip", dynamic_ncols=True)])
     result = metrics.summary(cache.labels[clips], scores, list(cache.tags))
     result.update(model=os.fspath(model), data=os.fspath(data), split=split)

@@ -9,7 +9,7 @@ import dataclasses
 import os
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -19,10 +19,29 @@ from .errors import SampleCNNError
 from .models import SampleCNN
 from .precision import resolve_precision
 from .prefetch import prefetch
-from .segments import segment_batches
+from .segments import SampleCounter, segment_batches
 from .workers import usable_cpus
 
 AudioInput = "str | os.PathLike | np.ndarray | torch.Tensor"
+
+
+def song_scores(taggram: np.ndarray) -> np.ndarray:
+    """Song-level scores from segment probabilities `(n_segments, n_tags)`: their mean (Lee et al. 2017). The one
+    definition: TagResult, the library index (through Tagger.song_result), evaluate and training's validation."""
+    return np.asarray(taggram).mean(axis=0)
+
+
+def song_embedding(embeddings: np.ndarray) -> np.ndarray:
+    """A song's embedding from its segments' `(n_segments, embed_dim)`: their mean (Tagger.embed, the index)."""
+    return np.asarray(embeddings).mean(axis=0)
+
+
+@dataclasses.dataclass
+class SegmentOutputs:
+    """What the model gives for a batch of segments, from one forward pass: both are float32 numpy arrays."""
+
+    probabilities: np.ndarray  # (n_segments, n_tags) sigmoid outputs (rows of a taggram)
+    embeddings: np.ndarray     # (n_segments, embed_dim) penultimate features
 
 
 @dataclasses.dataclass
@@ -41,8 +60,8 @@ class TagResult:
 
     @property
     def scores(self) -> np.ndarray:
-        """Song-level scores: the mean of the segment probabilities (Lee et al. 2017)."""
-        return self.taggram.mean(axis=0)
+        """Song-level scores: the mean of the segment probabilities (`song_scores`)."""
+        return song_scores(self.taggram)
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The k highest-scoring tags with their song-level scores, best first (k <= 0: all tags)."""
@@ -113,34 +132,62 @@ class Tagger:
     def sample_rate(self) -> int:
         return self.info.sample_rate
 
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.embed_dim)
+
+    @torch.inference_mode()
+    def run_segments(self, batch: np.ndarray) -> SegmentOutputs:
+        """The model on a batch of segments, `(n, segment_samples)` float32 mono at the model's rate: one forward
+        pass giving each segment's tag probabilities and its embedding. Every path that runs the model on audio
+        (tag, embed, taggram, the library index, the server, evaluate) goes through here, so they cannot disagree;
+        the batch is run as given (results can differ in the last bits between batch compositions)."""
+        batch = np.asarray(batch, dtype=np.float32)
+        if batch.ndim != 2 or batch.shape[1] != self.info.segment_samples:
+            raise ValueError(f"run_segments wants (n, {self.info.segment_samples}) segments, got {batch.shape}")
+        x = torch.from_numpy(batch).to(self.device).unsqueeze(1)
+        embeddings = self.model.embed(x)
+        logits = self.model.classifier(embeddings)  # == model(x) in eval mode (its dropout does nothing)
+        return SegmentOutputs(probabilities=torch.sigmoid(logits.float()).cpu().numpy(),
+                              embeddings=embeddings.float().cpu().numpy())
+
     def tag(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
             cancel: threading.Event | None = None) -> TagResult:
         """Tag a file path or an in-memory signal (give its `sr`). `hop` in seconds overlaps segments. Setting
         `cancel` from another thread stops the work at the next segment batch with `Cancelled` (the server's
         timeout: an answer nobody waits for must not hold the model)."""
         hop_samples = self._hop_samples(hop)
-        outputs, n_samples, padded = self._run(self._blocks(audio_in, sr), hop_samples, self._probabilities, cancel)
+        outputs, n_samples = self._run(self._blocks(audio_in, sr), hop_samples, cancel)
+        path = None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in)
+        return self.song_result(outputs.probabilities, n_samples, hop_samples, path=path)
+
+    def song_result(self, probabilities: np.ndarray, n_samples: int, hop_samples: int | None = None,
+                    path: str | None = None) -> TagResult:
+        """A song's TagResult from its segments' probabilities (`run_segments`, in order), the number of samples
+        decoded at the model's rate and the hop the segments were cut with (None: one segment, no overlap). The
+        one place that turns segment outputs into a song: scores (`song_scores`), decisions (the checkpoint's
+        thresholds), duration and `padded` (shorter than one segment) are what `tag` and the library index give."""
+        hop = self.info.segment_samples if hop_samples is None else hop_samples
         seg = self.info.segment_samples
+        probabilities = np.asarray(probabilities, dtype=np.float32)
         return TagResult(
-            tags=self.tags, taggram=outputs, segment_starts=np.arange(len(outputs)) * hop_samples / self.sample_rate,
+            tags=self.tags, taggram=probabilities,
+            segment_starts=np.arange(len(probabilities)) * hop / self.sample_rate,
             segment_seconds=seg / self.sample_rate, duration=n_samples / self.sample_rate,
-            thresholds=np.asarray(self.info.thresholds, dtype=np.float32), padded=padded,
-            path=None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in), model=self.name)
+            thresholds=np.asarray(self.info.thresholds, dtype=np.float32), padded=n_samples < seg,
+            path=path, model=self.name)
 
     def embed(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
               per_segment: bool = False) -> np.ndarray:
         """The song's embedding (mean of the segments' penultimate features), or one row per segment."""
-        outputs, _, _ = self._run(self._blocks(audio_in, sr), self._hop_samples(hop), self.model.embed)
-        return outputs if per_segment else outputs.mean(axis=0)
+        outputs, _ = self._run(self._blocks(audio_in, sr), self._hop_samples(hop))
+        return outputs.embeddings if per_segment else song_embedding(outputs.embeddings)
 
     def taggram(self, signal: np.ndarray, hop: float | None = None) -> np.ndarray:
         """Segment probabilities of a mono signal already at the model's rate, without the checks `tag` makes
         (a dataset's silent clip still gets the model's output): for evaluation."""
-        outputs, _, _ = self._run([signal], self._hop_samples(hop), self._probabilities)
-        return outputs
-
-    def _probabilities(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(x).float())
+        outputs, _ = self._run([signal], self._hop_samples(hop))
+        return outputs.probabilities
 
     def _hop_samples(self, hop: float | None) -> int:
         if hop is None:
@@ -160,39 +207,27 @@ class Tagger:
         stream = audio.stream(audio_in, sr=self.sample_rate)
         return prefetch(stream, self.prefetch_blocks) if self.prefetch_blocks else stream
 
-    @torch.inference_mode()
-    def _run(self, blocks: Iterable[np.ndarray], hop: int, fn,
-             cancel: threading.Event | None = None) -> tuple[np.ndarray, int, bool]:
-        """Apply `fn` to every segment of the stream, batch by batch; returns (outputs, samples seen, padded)."""
-        outputs = []
-        counter = _Counter()
+    def _run(self, blocks: Iterable[np.ndarray], hop: int,
+             cancel: threading.Event | None = None) -> tuple[SegmentOutputs, int]:
+        """`run_segments` on every segment of the stream, batch by batch; returns (outputs, samples seen)."""
+        probabilities, embeddings = [], []
+        counter = SampleCounter()
         try:
             for batch in segment_batches(counter.count(blocks), self.info.segment_samples, hop, self.batch_size):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled
-                x = torch.from_numpy(batch).to(self.device).unsqueeze(1)
-                outputs.append(fn(x).float().cpu().numpy())
+                out = self.run_segments(batch)
+                probabilities.append(out.probabilities)
+                embeddings.append(out.embeddings)
         finally:
             close = getattr(blocks, "close", None)
             if close is not None:  # stops a prefetching thread / closes the file when the model raised
                 close()
-        return np.concatenate(outputs), counter.n, counter.n < self.info.segment_samples
+        return SegmentOutputs(np.concatenate(probabilities), np.concatenate(embeddings)), counter.n
 
 
 class Cancelled(Exception):
     """Tagger.tag stopped because its `cancel` event was set."""
-
-
-class _Counter:
-    """Counts the samples flowing through a block iterator."""
-
-    def __init__(self):
-        self.n = 0
-
-    def count(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for block in blocks:
-            self.n += len(block)
-            yield block
 
 
 def load(name_or_path: str | os.PathLike = "default", device: str | torch.device | None = None,

@@ -21,6 +21,19 @@ SAMPLE_RATE = 22050
 SEGMENT_SAMPLES = 3**10  # 59049 samples = 2.678 s at SAMPLE_RATE (Lee et al. 2017)
 
 
+class SampleCounter:
+    """Counts the samples of the blocks flowing through `count(blocks)`: how much audio was decoded (a song's
+    duration, and whether it was shorter than one segment), for Tagger and the index's decoders alike."""
+
+    def __init__(self):
+        self.n = 0
+
+    def count(self, blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        for block in blocks:
+            self.n += len(block)
+            yield block
+
+
 def segment_batches(blocks: Iterable[np.ndarray], length: int, hop: int, batch_size: int) -> Iterator[np.ndarray]:
     """Cut a stream of 1-D blocks into (batch, length) arrays of segments starting every `hop` samples.
 

@@ -224,7 +224,7 @@ def create_app(tagger: Tagger, model_id: str, limits: Limits | None = None, host
             "id": model_id, "name": tagger.name, "arch": info.arch, "tags": list(info.tags),
             "thresholds": [float(t) for t in info.thresholds], "sample_rate": info.sample_rate,
             "segment_seconds": info.segment_samples / info.sample_rate,
-            "embed_dim": int(getattr(tagger.model, "embed_dim", 0)), "default": True}]}
+            "embed_dim": tagger.embed_dim, "default": True}]}
 
     @app.post("/v1/tag", summary="Tag an uploaded audio file")
     async def tag(file: UploadFile = File(..., description="the audio file (any format ffmpeg reads)"),

@@ -430,6 +430,8 @@ class Run:
         each segment's teacher label where `samplecnn teach` wrote them, else the clip's label.
 
         `max_segments` keeps the first that many segments of each clip (a cheaper validation during training)."""
+        from .inference import song_scores
+
         model = self._eval_model()
         model.eval()
         scores, loss_sum, segments = [], 0.0, 0
@@ -449,7 +451,7 @@ class Run:
             targets = torch.from_numpy(np.array(targets[:len(logits)], dtype=np.float32)).to(self.device)
             loss_sum += F.binary_cross_entropy_with_logits(logits, targets, reduction="sum").item() / logits.shape[1]
             segments += len(logits)
-            scores.append(torch.sigmoid(logits).mean(dim=0).cpu().numpy())
+            scores.append(song_scores(torch.sigmoid(logits).cpu().numpy()))  # as TagResult.scores
         self.model.train()
         return np.stack(scores), loss_sum / segments
 

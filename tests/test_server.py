@@ -389,15 +389,19 @@ def test_an_over_limit_chunked_body_closes_the_connection(live):
 
 
 class SlowModel:
-    """A stand-in network that takes `delay` s per segment batch, and counts its calls."""
+    """A stand-in network that takes `delay` s per segment batch (the forward pass of Tagger.run_segments: embed,
+    then the classifier), and counts its calls."""
 
     def __init__(self, model, delay: float):
         self.model, self.delay, self.calls = model, delay, 0
 
-    def __call__(self, x):
+    def embed(self, x):
         self.calls += 1
         time.sleep(self.delay)
-        return self.model(x)
+        return self.model.embed(x)
+
+    def __getattr__(self, name):  # classifier, embed_dim
+        return getattr(self.model, name)
 
 
 def test_a_timed_out_request_stops_using_the_model(model):

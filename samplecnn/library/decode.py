@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 
+from ..segments import SampleCounter
 from ..workers import quiet_worker
 
 _POLL_S = 1.0
@@ -109,10 +110,10 @@ def _process(channel: Channel, index: int, path: str, known_hash: str | None, sa
         if digest == known_hash:
             channel.send(("same", index, stat))
             return
-        decoded = [0]
+        decoded = SampleCounter()
         for segments in _segments(path, sample_rate, segment_samples, chunk, decoded):
             channel.send_segments(index, segments)
-        channel.send(("done", index, {**stat, "samples": decoded[0]}))
+        channel.send(("done", index, {**stat, "samples": decoded.n}))
     except ParentGone:
         raise
     except AudioError as e:
@@ -123,15 +124,11 @@ def _process(channel: Channel, index: int, path: str, known_hash: str | None, sa
         channel.send(("error", index, f"unexpected error ({type(e).__name__}: {e})"))
 
 
-def _segments(path: str, sample_rate: int, segment_samples: int, chunk: int, decoded: list):
-    """Arrays of at most `chunk` segments, cut as Tagger.tag cuts them; decoded[0] counts the samples."""
+def _segments(path: str, sample_rate: int, segment_samples: int, chunk: int, decoded: SampleCounter):
+    """Arrays of at most `chunk` segments, cut as Tagger.tag cuts them; `decoded` (a SampleCounter) counts the
+    samples."""
     from .. import audio
     from ..segments import segment_batches
 
-    def counted(blocks):
-        for block in blocks:
-            decoded[0] += len(block)
-            yield block
-
     with audio.stream(path, sr=sample_rate) as blocks:
-        yield from segment_batches(counted(blocks), segment_samples, segment_samples, chunk)
+        yield from segment_batches(decoded.count(blocks), segment_samples, segment_samples, chunk)

@@ -33,7 +33,6 @@ import sys
 from typing import Iterable
 
 import numpy as np
-import torch
 
 from .. import audio, checkpoint, inference, pretrained
 from ..errors import SampleCNNError
@@ -98,7 +97,7 @@ def tagger_and_record(name_or_path: str, device: str | None = None,
     record = store.Model(model_id=checkpoint.model_id(source, tagger.name), name=tagger.name or source.stem,
                          source=os.path.abspath(source) if os.path.exists(name_or_path) else str(name_or_path),
                          tags=list(info.tags), thresholds=[float(t) for t in info.thresholds],
-                         embed_dim=int(tagger.model.embed_dim), sample_rate=info.sample_rate,
+                         embed_dim=tagger.embed_dim, sample_rate=info.sample_rate,
                          segment_samples=info.segment_samples)
     return tagger, record
 
@@ -220,7 +219,6 @@ class _Pipeline:
         self.unfinished = set(range(len(jobs)))
         self.pending: collections.deque = collections.deque()  # (job, worker, segments) waiting for the model
         self.pending_rows = 0
-        self.thresholds = np.asarray(record.thresholds, dtype=np.float32)
         self.show_progress = progress
 
     def run(self) -> None:
@@ -398,7 +396,6 @@ class _Pipeline:
 
     # -- the model --
 
-    @torch.inference_mode()
     def _run_batch(self) -> None:
         parts, owners, need = [], [], self.batch_size
         while need and self.pending:
@@ -418,16 +415,12 @@ class _Pipeline:
             need -= len(take)
         if not parts:
             return
-        model = self.tagger.model
-        x = torch.from_numpy(np.concatenate(parts) if len(parts) > 1 else parts[0]).to(self.tagger.device)
-        embeddings = model.embed(x.unsqueeze(1))
-        probs = torch.sigmoid(model.classifier(embeddings)).float().cpu().numpy()
-        embeddings = embeddings.float().cpu().numpy()
+        out = self.tagger.run_segments(np.concatenate(parts) if len(parts) > 1 else parts[0])
         start = 0
         for job, w, n in owners:
             st = self.active[job]
-            st.probs.append(probs[start:start + n])
-            st.embeds.append(embeddings[start:start + n])
+            st.probs.append(out.probabilities[start:start + n])
+            st.embeds.append(out.embeddings[start:start + n])
             self._consumed(st, w, n)
             start += n
 
@@ -450,17 +443,14 @@ class _Pipeline:
             self._finished(job)
 
     def _commit(self, st: _InFlight) -> None:
-        probs = np.concatenate(st.probs)
-        scores = probs.mean(axis=0)
-        order = np.argsort(-scores, kind="stable")
-        tags = self.record.tags
-        samples = st.info["samples"]
+        """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), and its embedding."""
+        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], path=st.path)
         self.lib.put_track(store.Track(
             path=st.path, model_id=self.record.model_id, size=st.info["size"], mtime_ns=st.info["mtime_ns"],
-            hash=st.info["hash"], duration=samples / self.record.sample_rate, segments=len(probs),
-            padded=samples < self.record.segment_samples, scores=scores,
-            decisions=[tags[i] for i in order if scores[i] >= self.thresholds[i]],
-            embedding=np.concatenate(st.embeds).mean(axis=0), taggram=probs if self.taggrams else None))
+            hash=st.info["hash"], duration=result.duration, segments=len(result.taggram), padded=result.padded,
+            scores=result.scores, decisions=result.decisions,
+            embedding=inference.song_embedding(np.concatenate(st.embeds)),
+            taggram=result.taggram if self.taggrams else None))
         if st.known_hash is None:
             self.report.new += 1
         else:
