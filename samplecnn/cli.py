@@ -272,9 +272,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", metavar="DIR", help="folder the cache's paths are relative to (default: the one "
                                                  "prepare recorded)")
     p.add_argument("--force", action="store_true", help="compute the labels again")
-    p.add_argument("--make-table", nargs=2, metavar=("MANIFEST", "OUT_CSV"),
-                   help="instead: write a label table for `prepare folder` from a corpus manifest (path, split and "
-                        "the 50 MTAT tags as zero columns)")
+    p.add_argument("--make-table", nargs="+", metavar="MANIFEST... OUT_CSV",
+                   help="instead: write a label table for `prepare folder` from one or more corpus manifests (path, "
+                        "split and the 50 MTAT tags as zero columns); paths are made relative to the first "
+                        "manifest's folder, the --audio folder for `prepare folder`")
     p.set_defaults(run=_cmd_teach)
     return parser
 
@@ -283,10 +284,14 @@ def _cmd_teach(args: argparse.Namespace) -> int:
     from . import teach
 
     if (args.data is None) == (args.make_table is None):
-        raise SampleCNNError("give either --data CACHE or --make-table MANIFEST OUT_CSV")
+        raise SampleCNNError("give either --data CACHE or --make-table MANIFEST... OUT_CSV")
     if args.make_table:
-        n = teach.make_table(*args.make_table, force=args.force)
-        print(f"wrote {args.make_table[1]}: {n} rows (path, split, 50 MTAT tags at 0.0)")
+        if len(args.make_table) < 2:
+            raise SampleCNNError("--make-table needs at least one MANIFEST and the OUT_CSV to write")
+        *manifests, table = args.make_table
+        n = teach.make_table(manifests, table, force=args.force)
+        print(f"wrote {table}: {n} rows (path, split, 50 MTAT tags at 0.0; paths relative to "
+              f"{Path(manifests[0]).parent})")
         return 0
     done = teach.teach(args.data, teacher=args.teacher, workers=args.workers, force=args.force,
                        audio_root=args.audio)
