@@ -388,7 +388,7 @@ def make_table(manifests, out: str | os.PathLike, force: bool = False) -> int:
     if isinstance(manifests, (str, os.PathLike)):
         manifests = [manifests]
     manifests = [Path(m) for m in manifests]
-    root = manifests[0].resolve().parent
+    root = Path(os.path.abspath(manifests[0])).parent   # not resolve(): a linked-in folder keeps its place
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "split", *MTAT_TOP50])
@@ -402,7 +402,7 @@ def make_table(manifests, out: str | os.PathLike, force: bool = False) -> int:
         if not rows or not {"path", "split"} <= set(rows[0]):
             raise SampleCNNError("needs 'path' and 'split' columns and at least one row (a corpus manifest.csv)",
                                  manifest)
-        base = manifest.resolve().parent
+        base = Path(os.path.abspath(manifest)).parent
         for r in rows:
             path = Path(os.path.relpath(base / r["path"], root)).as_posix()
             if path in seen:
