@@ -260,6 +260,29 @@ def _parser() -> argparse.ArgumentParser:
                    help="leave out music shorter than this (default: %(default)s)")
     q.add_argument("--force", action="store_true", help="redo packages that an earlier run already extracted")
     q.set_defaults(run=_cmd_corpus)
+    q = corpora.add_parser("midi", help="render music21's corpus and planetblupi-music-midi with FluidSynth "
+                                        "(training soundfonts only), or the instrument evaluation set; see "
+                                        "docs/corpus.md")
+    q.add_argument("--out", required=True, metavar="DIR", help="corpus folder: audio/, manifest.csv, excluded.csv "
+                                                              "(or, with --eval-instruments, audio/ and labels.csv)")
+    q.add_argument("--hours", type=float, default=10.0, help="hours of audio to render (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="fixes every draw: order, instruments, drums (default: 0)")
+    q.add_argument("--terms", choices=("free", "noncommercial", "all"), default="free",
+                   help="music21 works allowed: free = a free licence or no terms stated (default); noncommercial "
+                        "adds the Essen folk songs; all adds the works whose rights are reserved (Palestrina...)")
+    q.add_argument("--sources", default="planetblupi,music21", metavar="A,B",
+                   help="what to render (default: %(default)s)")
+    q.add_argument("--max-seconds", type=float, default=180.0,
+                   help="cap on each render's length (default: %(default)s)")
+    q.add_argument("--min-seconds", type=float, default=10.0,
+                   help="leave out renders shorter than this (default: %(default)s)")
+    q.add_argument("--debs", metavar="DIR", help="take planetblupi-music-midi's .deb from DIR instead of downloading")
+    q.add_argument("--force", action="store_true", help="render again what an earlier run already rendered")
+    q.add_argument("--eval-instruments", action="store_true",
+                   help="instead: the instrument evaluation set through csound-soundfont (never for training)")
+    q.add_argument("--clips", type=int, default=9, help="with --eval-instruments: clips per instrument "
+                                                       "(default: %(default)s, 17 instruments)")
+    q.set_defaults(run=_cmd_corpus_midi)
 
     # -- teacher labels for distillation (issue 4) --
     p = sub.add_parser("teach", help="label a prepared cache's segments with the musicnn teacher (resumable: rerun "
@@ -339,6 +362,39 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
     minutes, seconds = divmod(time.monotonic() - start, 60)
     reused = f"; {len(summary.skipped)} package(s) reused from an earlier run" if summary.skipped else ""
     print(f"wrote {Path(args.out) / 'manifest.csv'} in {int(minutes)} min {seconds:.0f} s{reused}")
+    return 0
+
+
+def _cmd_corpus_midi(args: argparse.Namespace) -> int:
+    import importlib.util
+    import time
+
+    missing = [m for m in ("music21", "pretty_midi", "fluidsynth", "soundfile") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SampleCNNError(f"corpus midi needs {', '.join(missing)}: pip install 'samplecnn[corpus]'")
+    if args.eval_instruments:
+        from .corpus.eval_instruments import build_eval
+
+        build_eval(args.out, clips_per_instrument=args.clips, seed=args.seed, force=args.force,
+                   progress=sys.stderr.isatty())
+        return 0
+    from .corpus.midi import build
+
+    start = time.monotonic()
+    sources = [n.strip() for n in args.sources.split(",") if n.strip()]
+    summary = build(args.out, hours=args.hours, seed=args.seed, terms=args.terms, sources=sources,
+                    max_seconds=args.max_seconds, min_seconds=args.min_seconds, debs=args.debs, force=args.force,
+                    progress=sys.stderr.isatty())
+    print()
+    for line in summary.lines():
+        print(line)
+    minutes, seconds = divmod(time.monotonic() - start, 60)
+    print(f"wrote {Path(args.out) / 'manifest.csv'} in {int(minutes)} min {seconds:.0f} s")
+    if summary.failures:
+        print(f"samplecnn: {len(summary.failures)} source(s) could not be rendered:", file=sys.stderr)
+        for what, reason in summary.failures:
+            print(f"  {what}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
