@@ -1,7 +1,7 @@
 """Score the instrument evaluation set (`samplecnn corpus midi --eval-instruments --out DIR`) with a samplecnn
 model and with the musicnn teacher, and print a markdown table.
 
-    .venv/bin/python scripts/eval_instruments.py DIR [--model default] [--no-teacher]
+    .venv/bin/python scripts/eval_instruments.py DIR [--model default] [--no-teacher | --no-student]
 
 Per model: the macro ROC-AUC over the instrument tags (for each tag, its song-level score ranks the clips that
 truly have it against those that do not; tags without both kinds of clip are left out), and the top-1 accuracy (the
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("eval_dir", type=Path)
     parser.add_argument("--model", default="default", help="registered name or checkpoint path (default: default)")
     parser.add_argument("--no-teacher", action="store_true", help="score the samplecnn model only")
+    parser.add_argument("--no-student", action="store_true", help="score the teacher only")
     args = parser.parse_args()
 
     import samplecnn
@@ -68,9 +69,11 @@ def main() -> None:
     tags = list(INSTRUMENT_TAGS)
 
     results = {}
-    student = samplecnn.load(args.model)
-    print(f"{args.model}: tagging {len(paths)} clips", file=sys.stderr)
-    results[f"samplecnn ({args.model})"] = _scores(lambda p: student.tag(p).scores, list(student.tags), paths, tags)
+    if not args.no_student:
+        student = samplecnn.load(args.model)
+        print(f"{args.model}: tagging {len(paths)} clips", file=sys.stderr)
+        results[f"samplecnn ({args.model})"] = _scores(lambda p: student.tag(p).scores, list(student.tags), paths,
+                                                       tags)
     if not args.no_teacher:
         from samplecnn.teachers.musicnn import load_teacher
 

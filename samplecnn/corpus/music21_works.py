@@ -12,8 +12,8 @@ collection's (COLLECTIONS, checked by hand against music21 10.5's files; docs/co
   quartets...);
 - non-commercial: the Essen folk song collection (its license.txt: permission for non-commercial use);
 - all-rights-reserved: Palestrina (Copyright 2000 John Miller, "Rights to all derivative electronic formats
-  reserved", licence agreement required), three CCARH Humdrum chorales (the same wording), one lead sheet, and two
-  Monteverdi madrigals that carry a publisher's notice (UT Orpheus Edizioni 2003).
+  reserved", licence agreement required), three CCARH Humdrum chorales (the same wording), one lead sheet, and six
+  Monteverdi entries that carry a publisher's notice (UT Orpheus Edizioni 2003).
 
 `samplecnn corpus midi --terms free` (the default) renders free and unstated works; `noncommercial` adds Essen;
 `all` adds the works whose rights are reserved.
