@@ -132,12 +132,12 @@ def test_resume_skips_finished_renders(built, tmp_path):
     assert third.rendered == 1 and (out / "manifest.csv").read_bytes() == before
 
 
-def _tiny_midi(path: Path) -> Path:
+def _tiny_midi(path: Path, notes: int = 8) -> Path:
     import pretty_midi
 
     pm = pretty_midi.PrettyMIDI()
     inst = pretty_midi.Instrument(program=0)
-    inst.notes = [pretty_midi.Note(velocity=90, pitch=60 + i, start=0.4 * i, end=0.4 * i + 0.35) for i in range(8)]
+    inst.notes = [pretty_midi.Note(velocity=90, pitch=60 + i, start=0.4 * i, end=0.4 * i + 0.35) for i in range(notes)]
     pm.instruments.append(inst)
     pm.write(str(path))
     return path
@@ -156,10 +156,13 @@ def test_a_bad_midi_file_is_one_line_and_the_batch_goes_on(tmp_path):
     empty = tmp_path / "empty.mid"
     empty.write_bytes(b"")
     good = _tiny_midi(tmp_path / "good.mid")
-    items = [_file_item(bad, "bad"), _file_item(empty, "empty"), _file_item(good, "good")]
-    summary = midi.build(tmp_path / "out", hours=1, max_seconds=MAX, min_seconds=MIN, progress=False,
+    short = _tiny_midi(tmp_path / "short.mid", notes=1)   # 0.35 s of sound + release: under --min-seconds 2
+    items = [_file_item(bad, "bad"), _file_item(empty, "empty"), _file_item(short, "short"),
+             _file_item(good, "good")]
+    summary = midi.build(tmp_path / "out", hours=1, max_seconds=MAX, min_seconds=2.0, progress=False,
                          log=lambda _: None, items=iter(items))
     assert [r["original_path"] for r in summary.rows] == ["usr/share/x/good"]
+    assert [(e["original_path"], e["reason"]) for e in summary.excluded] == [("usr/share/x/short", "too short")]
     assert [what for what, _ in summary.failures] == ["usr/share/x/bad", "usr/share/x/empty"]
     for _, reason in summary.failures:
         assert "\n" not in reason and reason.startswith("is not a readable MIDI file")
@@ -173,6 +176,11 @@ def test_the_command_line_reports_user_mistakes_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "--hours must be positive" in err
     assert cli.main(["corpus", "midi", "--out", str(tmp_path), "--sources", "essen"]) == 1
     assert "unknown source(s) essen" in capsys.readouterr().err
+    debian = tmp_path / "manifest.csv"   # --out at the Debian corpus itself: its manifest is never replaced
+    debian.write_text("path,package,split\naudio/x.ogg,x,train\n", encoding="utf-8")
+    assert cli.main(["corpus", "midi", "--out", str(tmp_path), "--sources", "music21"]) == 1
+    assert "belongs to another corpus" in capsys.readouterr().err
+    assert debian.read_text(encoding="utf-8").startswith("path,package,split\n")
 
 
 def test_training_renders_never_use_the_evaluation_soundfont(tmp_path, monkeypatch):
@@ -229,6 +237,12 @@ def test_the_eval_set_labels_match_its_programs(tmp_path, all_works):
     assert dict(zip(table, [t for _, _, t in eval_instruments.INSTRUMENTS]))["violin"] == ("violin", "strings")
     with pytest.raises(SampleCNNError, match="already holds an evaluation set"):
         eval_instruments.build_eval(tmp_path, clips_per_instrument=1, progress=False, works=works)
+    corpus = tmp_path / "corpus"
+    (corpus / "audio").mkdir(parents=True)
+    (corpus / "audio" / "track.ogg").write_bytes(b"x")
+    with pytest.raises(SampleCNNError, match="not an evaluation set's"):
+        eval_instruments.build_eval(corpus, clips_per_instrument=1, progress=False, works=works)
+    assert (corpus / "audio" / "track.ogg").is_file()
 
 
 def test_eval_script_metrics():

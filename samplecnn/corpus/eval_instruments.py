@@ -76,6 +76,9 @@ def build_eval(out: str | Path, clips_per_instrument: int = 9, seed: int = 0, fo
     labels = out / "labels.csv"
     if labels.exists() and not force:
         raise SampleCNNError("already holds an evaluation set (pass --force to render it again)", out)
+    if not labels.exists() and (out / "audio").is_dir() and any((out / "audio").iterdir()):
+        raise SampleCNNError("holds an audio/ folder that is not an evaluation set's (a corpus?): give --out a "
+                             "folder of its own", out)
     if clips_per_instrument < 1:
         raise SampleCNNError(f"--clips must be at least 1, got {clips_per_instrument}")
     sf = soundfonts.EVALUATION[0]

@@ -188,6 +188,20 @@ def _plan(out: Path, sources: tuple[str, ...], terms: str, seed: int, debs, forc
         yield from _music21_items(works, seed)
 
 
+def _refuse_other_manifest(path: Path) -> None:
+    """Never overwrite another corpus' manifest (the Debian one, when --out is its folder rather than a subfolder)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError) as e:
+        raise SampleCNNError(f"exists and cannot be read ({e})", path) from None
+    if header != MANIFEST_COLUMNS:
+        raise SampleCNNError("belongs to another corpus (not `corpus midi`'s columns): give --out a folder of its "
+                             "own, e.g. corpus/midi", path)
+
+
 def build(out: str | os.PathLike, hours: float = 10.0, seed: int = 0, terms: str = "free",
           sources: tuple[str, ...] | list[str] = SOURCES, max_seconds: float = 180.0, min_seconds: float = 10.0,
           debs: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
@@ -208,6 +222,7 @@ def build(out: str | os.PathLike, hours: float = 10.0, seed: int = 0, terms: str
         raise SampleCNNError(f"unknown source(s) {', '.join(unknown)}: choose from {', '.join(SOURCES)}")
     soundfonts.require(soundfonts.TRAINING)
     out = Path(out)
+    _refuse_other_manifest(out / "manifest.csv")
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".tmp-midi-*"):
         shutil.rmtree(stale, ignore_errors=True)
