@@ -141,19 +141,24 @@ def _teach_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio", metavar="DIR", help="folder the cache's paths are relative to (default: the one "
                                                  "prepare recorded)")
     cl.add_force(p, "the cache's teacher labels (or, with --make-table, OUT_CSV)")
-    p.add_argument("--make-table", nargs=2, metavar=("MANIFEST", "OUT_CSV"),
-                   help="instead: write a label table for `prepare folder` from a corpus manifest (path, split and "
-                        "the 50 MTAT tags as zero columns)")
+    p.add_argument("--make-table", nargs="+", metavar="MANIFEST... OUT_CSV",
+                   help="instead: write a label table for `prepare folder` from one or more corpus manifests (path, "
+                        "split and the 50 MTAT tags as zero columns); paths are made relative to the first "
+                        "manifest's folder, the --audio folder for `prepare folder`")
 
 
 def _cmd_teach(args: argparse.Namespace) -> int:
     from . import teach
 
     if (args.data is None) == (args.make_table is None):
-        raise SampleCNNError("give either --data CACHE or --make-table MANIFEST OUT_CSV")
+        raise SampleCNNError("give either --data CACHE or --make-table MANIFEST... OUT_CSV")
     if args.make_table:
-        n = teach.make_table(*args.make_table, force=args.force)
-        print(f"wrote {args.make_table[1]}: {n} rows (path, split, 50 MTAT tags at 0.0)")
+        if len(args.make_table) < 2:
+            raise SampleCNNError("--make-table needs at least one MANIFEST and the OUT_CSV to write")
+        *manifests, table = args.make_table
+        n = teach.make_table(manifests, table, force=args.force)
+        print(f"wrote {table}: {n} rows (path, split, 50 MTAT tags at 0.0; paths relative to "
+              f"{Path(manifests[0]).parent})")
         return EXIT_OK
     done = teach.teach(args.data, teacher=args.teacher, workers=args.workers, force=args.force,
                        audio_root=args.audio)
@@ -211,6 +216,30 @@ def _corpus_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--redo", action="store_true", help="redo packages that an earlier run already extracted")
     q.add_argument("--force", dest="redo", action="store_true", help=argparse.SUPPRESS)  # as in corpus debian
     q.set_defaults(run=_cmd_corpus_voices)
+    q = corpora.add_parser("midi", help="render music21's corpus and planetblupi-music-midi with FluidSynth "
+                                        "(training soundfonts only), or the instrument evaluation set; see "
+                                        "docs/corpus.md")
+    q.add_argument("--out", required=True, metavar="DIR", help="corpus folder: audio/, manifest.csv, excluded.csv "
+                                                              "(or, with --eval-instruments, audio/ and labels.csv)")
+    q.add_argument("--hours", type=float, default=10.0, help="hours of audio to render (default: %(default)s)")
+    q.add_argument("--seed", type=int, default=0, help="fixes every draw: order, instruments, drums (default: 0)")
+    q.add_argument("--terms", choices=("free", "noncommercial", "all"), default="free",
+                   help="music21 works allowed: free = a free licence or no terms stated (default); noncommercial "
+                        "adds the Essen folk songs; all adds the works whose rights are reserved (Palestrina...)")
+    q.add_argument("--sources", default="planetblupi,music21", metavar="A,B",
+                   help="what to render (default: %(default)s)")
+    q.add_argument("--max-seconds", type=float, default=180.0,
+                   help="cap on each render's length (default: %(default)s)")
+    q.add_argument("--min-seconds", type=float, default=10.0,
+                   help="leave out renders shorter than this (default: %(default)s)")
+    q.add_argument("--debs", metavar="DIR", help="take planetblupi-music-midi's .deb from DIR instead of downloading")
+    q.add_argument("--redo", action="store_true", help="render again what an earlier run already rendered")
+    q.add_argument("--force", dest="redo", action="store_true", help=argparse.SUPPRESS)  # as in corpus debian
+    q.add_argument("--eval-instruments", action="store_true",
+                   help="instead: the instrument evaluation set through csound-soundfont (never for training)")
+    q.add_argument("--clips", type=int, default=9, help="with --eval-instruments: clips per instrument "
+                                                       "(default: %(default)s, 17 instruments)")
+    q.set_defaults(run=_cmd_corpus_midi)
 
 
 def _cmd_corpus(args: argparse.Namespace) -> int:
@@ -248,6 +277,39 @@ def _cmd_corpus_voices(args: argparse.Namespace) -> int:
     reused = f"; {len(summary.skipped)} package(s) reused from an earlier run" if summary.skipped else ""
     print(f"wrote {Path(args.out) / 'manifest.csv'} in {int(minutes)} min {seconds:.0f} s{reused}")
     return 0
+
+
+def _cmd_corpus_midi(args: argparse.Namespace) -> int:
+    import importlib.util
+    import time
+
+    missing = [m for m in ("music21", "pretty_midi", "fluidsynth", "soundfile") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SampleCNNError(f"corpus midi needs {', '.join(missing)}: pip install 'samplecnn[corpus]'")
+    if args.eval_instruments:
+        from .corpus.eval_instruments import build_eval
+
+        build_eval(args.out, clips_per_instrument=args.clips, seed=args.seed, force=args.redo,
+                   progress=sys.stderr.isatty())
+        return EXIT_OK
+    from .corpus.midi import build
+
+    start = time.monotonic()
+    sources = [n.strip() for n in args.sources.split(",") if n.strip()]
+    summary = build(args.out, hours=args.hours, seed=args.seed, terms=args.terms, sources=sources,
+                    max_seconds=args.max_seconds, min_seconds=args.min_seconds, debs=args.debs, force=args.redo,
+                    progress=sys.stderr.isatty())
+    print()
+    for line in summary.lines():
+        print(line)
+    minutes, seconds = divmod(time.monotonic() - start, 60)
+    print(f"wrote {Path(args.out) / 'manifest.csv'} in {int(minutes)} min {seconds:.0f} s")
+    if summary.failures:
+        print(f"samplecnn: {len(summary.failures)} source(s) could not be rendered:", file=sys.stderr)
+        for what, reason in summary.failures:
+            print(f"  {what}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
 
 def _tag_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR")

@@ -335,27 +335,39 @@ def _say(text: str) -> None:
 # around the run: the label table to prepare a corpus with, and what the teacher said
 
 
-def make_table(manifest: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> int:
-    """A label table for `samplecnn prepare folder` from a corpus manifest (docs/corpus.md): its path and split
-    columns plus the 50 MTAT tags as all-zero columns, so that the cache's tags.json is the teacher's vocabulary.
-    Returns the number of rows."""
-    manifest = Path(manifest)
-    try:
-        with open(manifest, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise SampleCNNError(f"cannot be read ({e.strerror})", manifest) from None
-    if not rows or not {"path", "split"} <= set(rows[0]):
-        raise SampleCNNError("needs 'path' and 'split' columns and at least one row (a corpus manifest.csv)",
-                             manifest)
+def make_table(manifests, out: str | os.PathLike, force: bool = False) -> int:
+    """A label table for `samplecnn prepare folder` from one or more corpus manifests (docs/corpus.md): their path
+    and split columns plus the 50 MTAT tags as all-zero columns, so that the cache's tags.json is the teacher's
+    vocabulary. Paths are written relative to the FIRST manifest's folder, which is the `--audio` folder to give
+    `prepare folder`: that is how the Debian corpus and the MIDI renders (e.g. `corpus midi --out corpus/midi`)
+    make one cache. Returns the number of rows."""
+    if isinstance(manifests, (str, os.PathLike)):
+        manifests = [manifests]
+    manifests = [Path(m) for m in manifests]
+    root = Path(os.path.abspath(manifests[0])).parent   # not resolve(): a linked-in folder keeps its place
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["path", "split", *MTAT_TOP50])
-    for r in rows:
-        writer.writerow([r["path"], r["split"], *(["0.0"] * len(MTAT_TOP50))])
+    seen: dict[str, Path] = {}
+    for manifest in manifests:
+        try:
+            with open(manifest, newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as e:
+            raise SampleCNNError(f"cannot be read ({e.strerror})", manifest) from None
+        if not rows or not {"path", "split"} <= set(rows[0]):
+            raise SampleCNNError("needs 'path' and 'split' columns and at least one row (a corpus manifest.csv)",
+                                 manifest)
+        base = Path(os.path.abspath(manifest)).parent
+        for r in rows:
+            path = Path(os.path.relpath(base / r["path"], root)).as_posix()
+            if path in seen:
+                raise SampleCNNError(f"lists {path!r}, which {seen[path]} lists too", manifest)
+            seen[path] = manifest
+            writer.writerow([path, r["split"], *(["0.0"] * len(MTAT_TOP50))])
     with atomic_path(out, overwrite=force) as tmp:
         tmp.write_text(text.getvalue(), encoding="utf-8")
-    return len(rows)
+    return len(seen)
 
 
 def tag_statistics(rows: np.ndarray, tags: list[str]) -> list[dict]:
