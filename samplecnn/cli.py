@@ -41,6 +41,8 @@ def _commands() -> dict:
 
     return {
         "tag": ("tag songs (files or folders, walked recursively)", _tag_arguments, _cmd_tag),
+        "learn": ("learn your own tags from example files into a tag pack (seconds; `tag --tags PACK` uses it)",
+                  _learn_arguments, _cmd_learn),
         "models": ("list the registered models", _no_arguments, _cmd_models),
         "info": ("print a checkpoint's metadata", _info_arguments, _cmd_info),
         "init": ("write an untrained checkpoint of an architecture (a training start, a dry run)",
@@ -324,6 +326,8 @@ def _tag_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 only where the hardware has it and the checkpoint records bf16 was verified on "
                         "real music, else fp32 (default: %(default)s)")
+    p.add_argument("--tags", nargs="+", action="extend", default=[], metavar="PACK",
+                   help="also score your own tags from these tag packs (`samplecnn learn`); put the files first")
     cl.add_force(p, "taggram files")
 
 
@@ -332,20 +336,28 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
     if args.top_k < 0:
         raise SampleCNNError(f"--top-k must be 0 (all) or positive, got {args.top_k}")
+    tag_packs = _read_packs(args.tags, args.model)
     files, failures = audio.find_audio(args.inputs)
     n_inputs = len(files) + len(failures)
     tagger = inference.load(args.model, device=args.device, batch_size=args.batch_size,
                             precision=args.precision) if files else None
+    if tagger is not None and tag_packs:
+        from .packs import check_tag_names
+
+        check_tag_names(tagger.tags, tag_packs)
     taggram_dir = None
     if args.taggram and len(files) > 1:
         taggram_dir = Path(args.taggram)
         taggram_dir.mkdir(parents=True, exist_ok=True)
 
-    writer = _Writer(args.format, args.top_k)
+    writer = _Writer(args.format, args.top_k, tag_packs)
     progress = _progress(files)
     for i, path in enumerate(files):
         try:
             result = tagger.tag(path, hop=args.hop)
+            # A second pass for the song embedding (Tagger has no public call giving both from one pass yet), at
+            # the default hop: the segments the packs' training embeddings were made of.
+            own = [(p, p.scores(tagger.embed(path))) for p in tag_packs]
             if args.taggram:
                 from .plot import save_taggram
 
@@ -359,7 +371,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
         finally:
             progress.update(1)
         progress.clear()
-        writer.write(result)
+        writer.write(result, own)
         progress.refresh()
     progress.close()
     writer.close()
@@ -367,17 +379,22 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
 
 class _Writer:
-    """Streams results to stdout in the chosen format as they arrive."""
+    """Streams results to stdout in the chosen format as they arrive; the tag packs' tags beside the model's."""
 
-    def __init__(self, fmt: str, top_k: int):
+    def __init__(self, fmt: str, top_k: int, tag_packs: list | None = None):
         self.fmt, self.top_k = fmt, top_k
+        self.packs = tag_packs or []
         self.results = []  # json needs the whole list
         self.csv = None
         if fmt == "csv":
             self.csv = csv.writer(sys.stdout, lineterminator="\n")
-            self.csv.writerow(["path", "rank", "tag", "score", "decision"])
+            self.csv.writerow(["path", "rank", "tag", "score", "decision"] + (["source"] if self.packs else []))
 
-    def write(self, result) -> None:
+    def write(self, result, own: list | None = None) -> None:
+        """`own`: (pack, scores) per tag pack, each scores row over the pack's tags."""
+        import numpy as np
+
+        own = own or []
         if self.fmt == "table":
             print(f"{result.path}  ({result.duration:.1f} s, {len(result.segment_starts)} segment"
                   f"{'s' if len(result.segment_starts) != 1 else ''}{', padded' if result.padded else ''})")
@@ -385,14 +402,34 @@ class _Writer:
             for tag, score in result.top(self.top_k):
                 print(f"  {score:6.3f}  {'*' if tag in decided else ' '} {tag}")
             print(f"  decisions: {', '.join(result.decisions) or '(none)'}")
-        elif self.fmt == "jsonl":
-            print(json.dumps(result.to_dict()))
-        elif self.fmt == "json":
-            self.results.append(result.to_dict())
+            for pack, scores in own:
+                mine = pack.decided(scores)
+                print(f"  own tags ({pack.name}):")
+                for j in np.argsort(-scores, kind="stable"):
+                    print(f"  {scores[j]:6.3f}  {'*' if pack.tags[j] in mine else ' '} {pack.tags[j]}")
+                print(f"  own decisions ({pack.name}): {', '.join(mine) or '(none)'}")
+        elif self.fmt in ("json", "jsonl"):
+            doc = result.to_dict()
+            if self.packs:
+                doc["pack_scores"] = {t: round(float(v), 4) for pack, scores in own
+                                      for t, v in zip(pack.tags, scores)}
+                doc["pack_decisions"] = [t for pack, scores in own for t in pack.decided(scores)]
+                doc["packs"] = [{"path": pack.path, "model_id": pack.model_id, "tags": pack.tags}
+                                for pack, _ in own]
+            if self.fmt == "jsonl":
+                print(json.dumps(doc))
+            else:
+                self.results.append(doc)
         else:
             decided = set(result.decisions)
+            extra = [result.model] if self.packs else []
             for rank, (tag, score) in enumerate(result.top(self.top_k), 1):
-                self.csv.writerow([result.path, rank, tag, f"{score:.4f}", int(tag in decided)])
+                self.csv.writerow([result.path, rank, tag, f"{score:.4f}", int(tag in decided)] + extra)
+            for pack, scores in own:
+                mine = set(pack.decided(scores))
+                for rank, j in enumerate(np.argsort(-scores, kind="stable"), 1):
+                    self.csv.writerow([result.path, rank, pack.tags[j], f"{scores[j]:.4f}",
+                                       int(pack.tags[j] in mine), pack.path])
         sys.stdout.flush()
 
     def close(self) -> None:
@@ -400,10 +437,75 @@ class _Writer:
             print(json.dumps(self.results, indent=1))
 
 
+def _read_packs(paths: list[str], model: str) -> list:
+    """The tag packs of `--tags`, each checked against the model before any audio is decoded."""
+    if not paths:
+        return []
+    from .packs import model_id_of, read_pack
+
+    model_id = model_id_of(model)
+    out = []
+    for path in paths:
+        try:
+            pack = read_pack(path)
+        except SampleCNNError as e:
+            if not Path(path).exists() or "not a tag pack" in e.reason:
+                raise SampleCNNError(f"{e.reason} (--tags takes tag packs: put the audio files before --tags)",
+                                     path) from None
+            raise
+        pack.check_model(model_id)
+        out.append(pack)
+    return out
+
+
 def _progress(files: list):
     from tqdm import tqdm
 
     return tqdm(total=len(files), unit="file", disable=len(files) <= 3, file=sys.stderr, dynamic_ncols=True)
+
+
+def _learn_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("tag", nargs="*", metavar="TAG",
+                   help="the tag to learn from --positive; with --table: only these of its tags (default: all)")
+    p.add_argument("--positive", nargs="+", action="extend", default=[], metavar="FILE_OR_DIR",
+                   help="example files (or folders of them) that have TAG")
+    p.add_argument("--negative", nargs="+", action="extend", default=[], metavar="FILE_OR_DIR",
+                   help="examples that have none of the tags (default: the other tags' positives; with --db and "
+                        "no other negatives, random library tracks not listed as positive)")
+    p.add_argument("--table", metavar="CSV", help="path,tag rows, for several tags at once (paths relative to the "
+                                                  "table; a folder stands for its audio files)")
+    p.add_argument("--out", required=True, metavar="PACK", help="the tag pack to write (JSON)")
+    cl.add_model(p, also=" whose song embeddings to learn on")
+    p.add_argument("--db", metavar="LIBRARY.sqlite",
+                   help="reuse the embeddings of files indexed there (same model, unchanged files)")
+    p.add_argument("--library-negatives", type=int, metavar="N",
+                   help=f"random library tracks drawn as negatives (default: max({20}, 2 x the positives))")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the draw (default: %(default)s)")
+    cl.add_batch_size(p)
+    cl.add_device(p)
+    cl.add_force(p, "PACK")
+
+
+def _cmd_learn(args: argparse.Namespace) -> int:
+    from . import learn
+
+    if args.table:
+        if args.positive:
+            raise SampleCNNError("give either TAG --positive FILES or --table CSV, not both")
+        by_tag, only = learn.select_tags(learn.read_table(args.table), args.tag, args.table)
+    else:
+        if len(args.tag) != 1 or not args.positive:
+            raise SampleCNNError("give one TAG and its --positive FILE_OR_DIR... (or --table CSV of path,tag rows)")
+        by_tag, only = {args.tag[0]: args.positive}, None
+    if args.library_negatives is not None and (args.library_negatives < 2 or not args.db):
+        raise SampleCNNError("--library-negatives needs --db and at least 2")
+    report = learn.learn(by_tag, args.negative, args.out, model=args.model, db=args.db,
+                         library_negatives=args.library_negatives, seed=args.seed, force=args.force,
+                         device=args.device, batch_size=args.batch_size, only=only, progress=sys.stderr.isatty())
+    reused = f"{report.from_library} embedding(s) from {args.db}, " if args.db else ""
+    print(f"wrote {report.out}: {len(report.tags)} tag(s) for model {report.pack.model_id} ({reused}"
+          f"{report.decoded} file(s) decoded; {report.seconds:.1f} s)")
+    return cl.report_failures(report.failures, report.inputs, "left out of the examples")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
