@@ -87,15 +87,7 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
         raise SampleCNNError(f"--min-seconds must be 0 or more, got {min_seconds}")
     names = select(packages)
     out = Path(out)
-    local: dict[str, tuple[Path, str]] = {}
-    if debs is not None:
-        local, others = debtools.local_debs(debs, names)
-        if others:
-            log(f"ignoring {len(others)} .deb file(s) of packages outside the recipe or this run: "
-                f"{', '.join(sorted(set(others)))}")
-        versions = {name: version for name, (_, version) in local.items()}
-    else:
-        versions = debtools.candidate_versions(names)
+    local, versions = debtools.versions_to_build(names, debs, log)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     for stale in out.glob(_TMP_PREFIX + "*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import SampleCNNError
 
-__all__ = ["fields", "local_debs", "candidate_versions", "download", "extract"]
+__all__ = ["fields", "local_debs", "candidate_versions", "versions_to_build", "download", "extract"]
 
 
 def _run(cmd: list[str], what: str, cwd: str | os.PathLike | None = None) -> str:
@@ -72,6 +72,20 @@ def candidate_versions(packages: list[str]) -> dict[str, str]:
     if missing:
         raise SampleCNNError(f"apt knows no package {', '.join(missing)} (run `apt-get update` first?)")
     return versions
+
+
+def versions_to_build(names: list[str], debs: str | os.PathLike | None, log,
+                      recipe: str = "the recipe") -> tuple[dict[str, tuple[Path, str]], dict[str, str]]:
+    """({package: (.deb, version)} found in `debs`, {package: version to build}) for a corpus recipe's packages:
+    the local .deb files' versions with `debs`, else apt's candidates. Other .deb files in `debs` are ignored, and
+    `log` says so."""
+    if debs is None:
+        return {}, candidate_versions(names)
+    local, others = local_debs(debs, names)
+    if others:
+        log(f"ignoring {len(others)} .deb file(s) of packages outside {recipe} or this run: "
+            f"{', '.join(sorted(set(others)))}")
+    return local, {name: version for name, (_, version) in local.items()}
 
 
 def download(package: str, folder: Path) -> Path:
