@@ -2,15 +2,16 @@
 pipeline, loaded straight from the TF1 checkpoints that the `musicnn` wheel ships.
 
 Why: they are the teachers for distillation and the reference our own models are compared with, and TensorFlow 1
-no longer installs. The port reproduces the original graphs, not just their spirit; every detail below is a fact
-from ../shared/musicnn-reference/README.md (section numbers in brackets), checked there against the TF outputs:
+no longer installs. The port reproduces the original graphs, not just their spirit; every detail below was read
+from musicnn's source and graphs and is checked against outputs of the original TensorFlow models
+(tests/test_teacher_musicnn.py):
 
-- Input [5]: 16 kHz mono (soxr 'HQ', as `samplecnn.audio` does); STFT n_fft 512, hop 256, periodic Hann, centred
+- Input: 16 kHz mono (soxr 'HQ', as `samplecnn.audio` does); STFT n_fft 512, hop 256, periodic Hann, centred
   with 256 *zeros* on each side; power 2; 96-band Slaney mel filterbank with area normalisation, 0-8 kHz. Then
   float16 rounding, kept on purpose, and log10(10000 x + 1) in float32 (the stock package multiplies in float16 and
-  overflows [4]). Patches of 187 frames (2.992 s) without overlap; the tail is dropped. Song score = mean of the
+  overflows). Patches of 187 frames (2.992 s) without overlap; the tail is dropped. Song score = mean of the
   patch sigmoids.
-- Both networks [9]: BatchNorm eps 1e-3 (TF's default), one scalar BN on the whole input, and conv -> ReLU -> BN ->
+- Both networks: BatchNorm eps 1e-3 (TF's default), one scalar BN on the whole input, and conv -> ReLU -> BN ->
   pool in every block.
 - musicnn: timbral 7x38 and 7x67 convolutions (time padded 3+3, mel 'valid', max over mel), temporal 128/64/32 x 1
   convolutions with TF's asymmetric 'same' padding for even kernels (one frame more at the end), three residual 1-D
@@ -47,9 +48,9 @@ SAMPLE_RATE = 16000
 N_FFT = 512
 HOP = 256
 N_MELS = 96
-PATCH_FRAMES = 187                      # librosa.time_to_frames(3 s) + 1 [5.9]
+PATCH_FRAMES = 187                      # librosa.time_to_frames(3 s) + 1
 MIN_SAMPLES = (PATCH_FRAMES - 1) * HOP  # 47,616 samples (2.976 s) give exactly one patch
-BN_EPS = 1e-3                           # TF1 layers.batch_normalization default [9.1]
+BN_EPS = 1e-3                           # TF1 layers.batch_normalization default
 TEACHERS = ("MTT_musicnn", "MTT_vgg")
 INSTALL_HINT = "pip install --no-deps musicnn==0.1.0"
 _FRAME_CHUNK = 4096                     # STFT frames per chunk: bounds memory on long songs (~8 MB in float64)
@@ -107,7 +108,7 @@ def melpower(wave: np.ndarray) -> np.ndarray:
 
 def log_compress(power: np.ndarray) -> np.ndarray:
     """musicnn's compression of the mel power: float16 rounding (as its training data was stored), then
-    log10(10000 x + 1) in float32, which the stock package wrongly computes in float16 [4]."""
+    log10(10000 x + 1) in float32, which the stock package wrongly computes in float16."""
     x = np.asarray(power, dtype=np.float32).astype(np.float16).astype(np.float32)
     return np.log10(np.float32(10000) * x + np.float32(1))
 
@@ -155,7 +156,7 @@ class _TimbralBlock(nn.Module):
 
 
 class _TemporalBlock(nn.Module):
-    """Conv over time only, TF 'same' padding: k-1 frames in total, floor((k-1)/2) before and the rest after [9.5]."""
+    """Conv over time only, TF 'same' padding: k-1 frames in total, floor((k-1)/2) before and the rest after."""
 
     def __init__(self, length: int, filters: int):
         super().__init__()
@@ -208,7 +209,7 @@ class MusicnnNet(nn.Module):
         m3 = self.mid[2](m2) + m2
         features = torch.cat([front, m1, m2, m3], dim=1)                     # (B, 753, T)
         max_pool, mean_pool = features.amax(dim=2), features.mean(dim=2)
-        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)        # max0, mean0, max1, ... [9.9]
+        pooled = torch.stack([max_pool, mean_pool], dim=2).flatten(1)        # max0, mean0, max1, ...
         penultimate = self.dense_bn(F.relu(self.dense(self.pool_bn(pooled))))
         logits = self.out(penultimate)
         if taps is not None:
@@ -218,7 +219,7 @@ class MusicnnNet(nn.Module):
         return logits
 
     def load_tf(self, w: _Weights) -> None:
-        """Copy the weights of musicnn's TF graph (names as in its checkpoint [9.11])."""
+        """Copy the weights of musicnn's TF graph (names as in its checkpoint)."""
         _copy_bn(self.input_bn, w, "batch_normalization")
         for i, block in enumerate((*self.timbral, *self.temporal)):
             _copy_conv2d(block.conv, w, "conv2d" + _suffix(i))
@@ -235,7 +236,7 @@ class MusicnnNet(nn.Module):
 
 
 class VggNet(nn.Module):
-    """MTT_vgg: log-mel patch (B, 187, 96) -> logits (B, 50); only 187-frame patches fit its dense layer [9.16]."""
+    """MTT_vgg: log-mel patch (B, 187, 96) -> logits (B, 50); only 187-frame patches fit its dense layer."""
 
     POOLS = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))
 
@@ -252,7 +253,7 @@ class VggNet(nn.Module):
             x = F.max_pool2d(bn(F.relu(conv(x))), window, stride)
             if taps is not None:
                 taps[f"pool{i + 1}"] = x.permute(0, 2, 3, 1)
-        logits = self.out(x.permute(0, 2, 3, 1).flatten(1))                 # TF's NHWC flatten order [9.15]
+        logits = self.out(x.permute(0, 2, 3, 1).flatten(1))                 # TF's NHWC flatten order
         if taps is not None:
             taps["logits"] = logits
         return logits
@@ -379,7 +380,7 @@ class MusicnnTeacher:
             samples = audio_in.detach().cpu().numpy() if isinstance(audio_in, torch.Tensor) else audio_in
             wave = audio.to_mono_resampled(samples, sr, SAMPLE_RATE)
             n_in = max(np.shape(samples))
-            wave = _fit(wave, math.ceil(n_in * SAMPLE_RATE / int(sr)))   # librosa's length rule [5.3]
+            wave = _fit(wave, math.ceil(n_in * SAMPLE_RATE / int(sr)))   # librosa's length rule
             path = None
         else:
             wave = audio.decode_mono(audio_in, sr=SAMPLE_RATE)
