@@ -199,25 +199,10 @@ def _corpus_arguments(p: argparse.ArgumentParser) -> None:
     corpora = p.add_subparsers(dest="corpus", required=True, metavar="SOURCE")
     q = corpora.add_parser("debian", help="game soundtracks from 15 Debian packages (apt-get download + dpkg-deb -x, "
                                           "no root); see docs/corpus.md")
-    q.add_argument("--out", required=True, metavar="DIR", help="corpus folder: audio/, manifest.csv, excluded.csv")
-    q.add_argument("--debs", metavar="DIR", help="use the .deb files in DIR instead of downloading")
-    q.add_argument("--packages", metavar="A,B,...", help="a subset of the recipe's packages (default: all of them)")
-    q.add_argument("--min-seconds", type=float, default=30.0,
-                   help="leave out music shorter than this (default: %(default)s)")
-    # not --force (which overwrites outputs): an extracted package is reused, never refused, unless redone
-    q.add_argument("--redo", action="store_true", help="redo packages that an earlier run already extracted")
-    q.add_argument("--force", dest="redo", action="store_true", help=argparse.SUPPRESS)  # its old name
-    q.set_defaults(run=_cmd_corpus)
+    _package_corpus_arguments(q, min_seconds=30.0, what="music")
     q = corpora.add_parser("voices", help="human speech and choir clips from 13 Debian packages, 22050 Hz FLAC, for "
                                           "mixing over music; see docs/corpus.md")
-    q.add_argument("--out", required=True, metavar="DIR", help="corpus folder: audio/, manifest.csv, excluded.csv")
-    q.add_argument("--debs", metavar="DIR", help="use the .deb files in DIR instead of downloading")
-    q.add_argument("--packages", metavar="A,B,...", help="a subset of the recipe's packages (default: all of them)")
-    q.add_argument("--min-seconds", type=float, default=0.5,
-                   help="leave out clips shorter than this (default: %(default)s)")
-    q.add_argument("--redo", action="store_true", help="redo packages that an earlier run already extracted")
-    q.add_argument("--force", dest="redo", action="store_true", help=argparse.SUPPRESS)  # as in corpus debian
-    q.set_defaults(run=_cmd_corpus_voices)
+    _package_corpus_arguments(q, min_seconds=0.5, what="clips")
     q = corpora.add_parser("midi", help="render music21's corpus and planetblupi-music-midi with FluidSynth "
                                         "(training soundfonts only), or the instrument evaluation set; see "
                                         "docs/corpus.md")
@@ -244,41 +229,38 @@ def _corpus_arguments(p: argparse.ArgumentParser) -> None:
     q.set_defaults(run=_cmd_corpus_midi)
 
 
+def _package_corpus_arguments(q: argparse.ArgumentParser, min_seconds: float, what: str) -> None:
+    """The options of the corpora built from Debian packages (debian, voices)."""
+    q.add_argument("--out", required=True, metavar="DIR", help="corpus folder: audio/, manifest.csv, excluded.csv")
+    q.add_argument("--debs", metavar="DIR", help="use the .deb files in DIR instead of downloading")
+    q.add_argument("--packages", metavar="A,B,...", help="a subset of the recipe's packages (default: all of them)")
+    q.add_argument("--min-seconds", type=float, default=min_seconds,
+                   help=f"leave out {what} shorter than this (default: %(default)s)")
+    # not --force (which overwrites outputs): an extracted package is reused, never refused, unless redone
+    q.add_argument("--redo", action="store_true", help="redo packages that an earlier run already extracted")
+    q.add_argument("--force", dest="redo", action="store_true", help=argparse.SUPPRESS)  # its old name
+    q.set_defaults(run=_cmd_corpus)
+
+
 def _cmd_corpus(args: argparse.Namespace) -> int:
     import time
 
-    from .corpus import build
+    if args.corpus == "voices":
+        from .corpus.voices import build
+    else:
+        from .corpus import build
 
     start = time.monotonic()
     packages = [n.strip() for n in args.packages.split(",") if n.strip()] if args.packages else None
     summary = build(args.out, packages=packages, debs=args.debs, min_seconds=args.min_seconds, force=args.redo,
                     progress=sys.stderr.isatty())
     print()
-    for line in summary.lines(args.min_seconds):
+    for line in (summary.lines() if args.corpus == "voices" else summary.lines(args.min_seconds)):
         print(line)
     minutes, seconds = divmod(time.monotonic() - start, 60)
     reused = f"; {len(summary.skipped)} package(s) reused from an earlier run" if summary.skipped else ""
     print(f"wrote {Path(args.out) / 'manifest.csv'} in {int(minutes)} min {seconds:.0f} s{reused}")
     return EXIT_OK
-
-
-
-def _cmd_corpus_voices(args: argparse.Namespace) -> int:
-    import time
-
-    from .corpus.voices import build
-
-    start = time.monotonic()
-    packages = [n.strip() for n in args.packages.split(",") if n.strip()] if args.packages else None
-    summary = build(args.out, packages=packages, debs=args.debs, min_seconds=args.min_seconds, force=args.redo,
-                    progress=sys.stderr.isatty())
-    print()
-    for line in summary.lines():
-        print(line)
-    minutes, seconds = divmod(time.monotonic() - start, 60)
-    reused = f"; {len(summary.skipped)} package(s) reused from an earlier run" if summary.skipped else ""
-    print(f"wrote {Path(args.out) / 'manifest.csv'} in {int(minutes)} min {seconds:.0f} s{reused}")
-    return 0
 
 
 def _cmd_corpus_midi(args: argparse.Namespace) -> int:
