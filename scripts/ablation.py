@@ -7,7 +7,8 @@ student, every run given the same minutes of training-step compute and scored on
 --data needs the teacher's segment labels (`samplecnn teach --data CACHE`) for the runs without an online teacher;
 --valid-data is a cache whose valid split has teacher labels (the held-out packages). Runs continue where they
 stopped (`--resume`) and finished ones are not run again, so the script can be interrupted and restarted. Before a
-cosine run, a short calibration run measures its seconds per step, so that the schedule ends when the budget does.
+cosine run, a short calibration run measures its seconds per step, so that the schedule ends when the budget does:
+run it alone (another job on the cores inflates the CPU time per step, and the plan then ends early).
 The scores are each run's last validation: the first --valid-segments (12) segments of every held-out track, with the
 moving average of the weights where the recipe keeps one. Writes OUT/table.md (markdown), OUT/ablation.json and
 OUT/curves.png (held-out ROC-AUC against compute minutes).
@@ -78,10 +79,13 @@ def run_config(name: str, options: dict, args: argparse.Namespace) -> Path:
             if per_epoch is None:  # an epoch of cache crops: every training clip epoch_repeats times
                 from samplecnn.data import Cache
                 per_epoch = math.ceil(len(Cache(cfg.data).indices("train")) * cfg.epoch_repeats / cfg.batch_size)
-            plan = {"seconds_per_step": sps, "steps": steps, "epochs": max(1, round(steps / per_epoch))}
+            epochs = max(1, round(steps / per_epoch))
+            plan = {"seconds_per_step": sps, "steps": steps, "epochs": epochs}
+            if cfg.teacher != "none":  # epochs of views can have any length: make the plan the calibrated steps
+                plan["epoch_steps"] = math.ceil(steps / epochs)
             out.mkdir(parents=True, exist_ok=True)
             plan_file.write_text(json.dumps(plan))
-        cfg = dataclasses.replace(cfg, epochs=plan["epochs"])
+        cfg = dataclasses.replace(cfg, epochs=plan["epochs"], epoch_steps=plan.get("epoch_steps", cfg.epoch_steps))
     last = out / "last.pt"
     if not (last.is_file() and torch.load(last, weights_only=True)["progress"]["done"]):
         _Unexported(dataclasses.replace(cfg, resume=last.is_file())).fit()
