@@ -25,7 +25,8 @@ MANIFEST_COLUMNS = ["path", "package", "version", "original_path", "duration", "
 EXCLUDED_COLUMNS = ["package", "version", "original_path", "reason", "detail"]
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """A corpus table (manifest.csv, excluded.csv), written atomically; durations with 3 decimals."""
     with atomic_path(path, overwrite=True) as tmp:
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             w = csv.DictWriter(f, columns, lineterminator="\n")
@@ -83,6 +84,6 @@ def write(out: str | os.PathLike, records: list[dict]) -> Summary:
                 continue
             seen[row["content_hash"]] = seen[row["file_sha256"]] = row["path"]
             rows.append({**row, "split": split_of(row["package"])})
-    _write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, excluded)
-    _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
+    write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, excluded)
+    write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
     return Summary(rows, excluded, {rec["package"]: rec["version"] for rec in records})

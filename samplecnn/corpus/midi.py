@@ -28,6 +28,7 @@ from ..errors import SampleCNNError
 from ..fileio import atomic_path
 from . import arrange as arranging
 from . import midi_files, music21_works, render, soundfonts
+from .manifest import write_csv
 from .piece import Piece
 from .probe import file_sha256, probe
 
@@ -164,15 +165,6 @@ def _render_item(out: Path, item: Item, seed: int, max_seconds: float, min_secon
     return {"row": row}
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with atomic_path(path, overwrite=True) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            w = csv.DictWriter(f, columns, lineterminator="\n")
-            w.writeheader()
-            for row in rows:
-                w.writerow({k: f"{v:.3f}" if k == "duration" else v for k, v in row.items()})
-
-
 def _plan(out: Path, sources: tuple[str, ...], terms: str, seed: int, debs, force: bool,
           log: Callable[[str], None]) -> Iterator[Item]:
     if "planetblupi" in sources:
@@ -272,6 +264,6 @@ def build(out: str | os.PathLike, hours: float = 10.0, seed: int = 0, terms: str
                 summary.excluded.append(record["excluded"])
     finally:
         bar.close()
-    _write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, summary.excluded)
-    _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, summary.rows)
+    write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, summary.excluded)
+    write_csv(out / "manifest.csv", MANIFEST_COLUMNS, summary.rows)
     return summary

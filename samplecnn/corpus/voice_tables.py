@@ -9,13 +9,12 @@ manifest.csv is written last, atomically: when it exists, every clip it lists is
 
 from __future__ import annotations
 
-import csv
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fileio import atomic_path
+from .manifest import write_csv
 from .voice_sources import SOURCES, labels, split_of
 
 __all__ = ["MANIFEST_COLUMNS", "EXCLUDED_COLUMNS", "Summary", "write"]
@@ -24,14 +23,6 @@ MANIFEST_COLUMNS = ["path", "package", "version", "original_path", "duration", "
                     "codec", "content_hash", "file_sha256", "licence", "licence_files", "copyright", "lang",
                     "gender", "speaker", "kind", "split"]
 EXCLUDED_COLUMNS = ["package", "version", "original_path", "reason", "detail"]
-
-
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with atomic_path(path, overwrite=True) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, columns, lineterminator="\n")
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: f"{v:.3f}" if k == "duration" else v for k, v in row.items()})
 
 
 @dataclass
@@ -93,6 +84,6 @@ def write(out: str | os.PathLike, records: list[dict]) -> Summary:
             lab = labels(row["package"], row["original_path"])
             rows.append({**row, "lang": lab.lang, "gender": lab.gender, "speaker": lab.speaker, "kind": kind,
                          "split": split_of(row["package"])})
-    _write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, excluded)
-    _write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
+    write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, excluded)
+    write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
     return Summary(rows, excluded, {rec["package"]: rec["version"] for rec in records})
