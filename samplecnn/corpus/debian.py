@@ -23,40 +23,27 @@ from typing import Callable
 from ..errors import SampleCNNError
 from ..fileio import atomic_path
 from . import debs as debtools
-from . import manifest
+from . import manifest, records
 from .packages import Rule, rule_for, select
 from .unpack import unpack
 
 __all__ = ["RECIPE_VERSION", "build"]
 
 RECIPE_VERSION = 1  # bump when a change to the code alters what a package yields: records of older runs are redone
-_TMP_PREFIX = ".tmp-"
-
-
 def _fingerprint(rule: Rule, min_seconds: float) -> str:
     text = json.dumps({"recipe": RECIPE_VERSION, "rule": asdict(rule), "min_seconds": min_seconds}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _record_path(out: Path, package: str) -> Path:
-    return out / "packages" / f"{package}.json"
-
-
-def _load_record(out: Path, package: str) -> dict | None:
-    try:
-        return json.loads(_record_path(out, package).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def _do_package(out: Path, package: str, rule: Rule, fingerprint: str, deb: Path | None, min_seconds: float,
                 progress: bool) -> dict:
     final, staging = out / "audio" / package, out / "audio" / f".{package}.partial"
-    _record_path(out, package).unlink(missing_ok=True)  # from here on the old record no longer describes the disk
+    # from here on the old record no longer describes the disk
+    records.record_path(out, package).unlink(missing_ok=True)
     for folder in (final, staging):
         shutil.rmtree(folder, ignore_errors=True)
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{package}-", dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{records.TMP_PREFIX}{package}-", dir=out) as tmp:
         tmp = Path(tmp)
         deb = deb or debtools.download(package, tmp)
         name, version = debtools.fields(deb)
@@ -67,7 +54,7 @@ def _do_package(out: Path, package: str, rule: Rule, fingerprint: str, deb: Path
     os.replace(staging, final)
     record = {"package": package, "version": version, "fingerprint": fingerprint, "min_seconds": min_seconds,
               "seconds": round(time.monotonic() - start, 1), **record}
-    path = _record_path(out, package)
+    path = records.record_path(out, package)
     with atomic_path(path, overwrite=True) as t:
         t.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record
@@ -89,20 +76,18 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
     out = Path(out)
     local, versions = debtools.versions_to_build(names, debs, log)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(_TMP_PREFIX + "*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    records.clear_stale(out)
 
     say = tqdm.write if progress else log
-    records, skipped = [], []
+    yielded, skipped = [], []
     bar = tqdm(names, unit="pkg", disable=not progress, position=0)
     for package in bar:
         bar.set_postfix_str(package)
         rule = rule_for(package)
         fingerprint = _fingerprint(rule, min_seconds)
         version = versions[package]
-        record = _load_record(out, package)
-        if (not force and record is not None and record.get("fingerprint") == fingerprint
-                and record.get("version") == version and (out / "audio" / package).is_dir()):
+        record = None if force else records.current_record(out, package, fingerprint, version)
+        if record is not None:
             skipped.append(package)
             say(f"{package} {version}: already extracted, skipped")
         else:
@@ -111,8 +96,8 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
             hours = sum(r["duration"] for r in record["kept"]) / 3600
             say(f"{package} {record['version']}: {len(record['kept'])} tracks, {hours:.2f} h "
                 f"({record['seconds']:.0f} s)")
-        records.append(record)
+        yielded.append(record)
     bar.close()
-    summary = manifest.write(out, records)
+    summary = manifest.write(out, yielded)
     summary.skipped = skipped
     return summary

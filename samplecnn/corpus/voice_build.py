@@ -24,31 +24,17 @@ from ..errors import SampleCNNError
 from ..fileio import atomic_path
 from ..segments import SAMPLE_RATE
 from . import debs as debtools
-from . import voice_tables
+from . import records, voice_tables
 from .voice_sources import DEFAULT_PACKAGES, Source, select, source_for
 from .voice_unpack import unpack
 
 __all__ = ["RECIPE_VERSION", "build"]
 
 RECIPE_VERSION = 1  # bump when a change to the code alters what a package yields: records of older runs are redone
-_TMP_PREFIX = ".tmp-"
-
-
 def _fingerprint(source: Source, min_seconds: float) -> str:
     text = json.dumps({"recipe": RECIPE_VERSION, "source": asdict(source), "min_seconds": min_seconds,
                        "rate": SAMPLE_RATE}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _record_path(out: Path, package: str) -> Path:
-    return out / "packages" / f"{package}.json"
-
-
-def _load_record(out: Path, package: str) -> dict | None:
-    try:
-        return json.loads(_record_path(out, package).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def _keep_copyright(root: Path, out: Path, package: str) -> None:
@@ -61,11 +47,12 @@ def _keep_copyright(root: Path, out: Path, package: str) -> None:
 def _do_package(out: Path, package: str, source: Source, fingerprint: str, deb: Path | None, min_seconds: float,
                 progress: bool, say: Callable[[str], None]) -> dict:
     final, staging = out / "audio" / package, out / "audio" / f".{package}.partial"
-    _record_path(out, package).unlink(missing_ok=True)  # from here on the old record no longer describes the disk
+    # from here on the old record no longer describes the disk
+    records.record_path(out, package).unlink(missing_ok=True)
     for folder in (final, staging):
         shutil.rmtree(folder, ignore_errors=True)
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{package}-", dir=out) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{records.TMP_PREFIX}{package}-", dir=out) as tmp:
         tmp = Path(tmp)
         deb = deb or debtools.download(package, tmp)
         name, version = debtools.fields(deb)
@@ -77,7 +64,7 @@ def _do_package(out: Path, package: str, source: Source, fingerprint: str, deb: 
     os.replace(staging, final)
     record = {"package": package, "version": version, "fingerprint": fingerprint, "min_seconds": min_seconds,
               "seconds": round(time.monotonic() - start, 1), **record}
-    with atomic_path(_record_path(out, package), overwrite=True) as t:
+    with atomic_path(records.record_path(out, package), overwrite=True) as t:
         t.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record
 
@@ -98,20 +85,18 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
     out = Path(out)
     local, versions = debtools.versions_to_build(names, debs, log, recipe="the voice recipe")
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(_TMP_PREFIX + "*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
+    records.clear_stale(out)
 
     say = tqdm.write if progress else log
-    records, skipped = {}, []
+    yielded, skipped = {}, []
     bar = tqdm(names, unit="pkg", disable=not progress, position=0)
     for package in bar:
         bar.set_postfix_str(package)
         source = source_for(package)
         fingerprint = _fingerprint(source, min_seconds)
         version = versions[package]
-        record = _load_record(out, package)
-        if (not force and record is not None and record.get("fingerprint") == fingerprint
-                and record.get("version") == version and (out / "audio" / package).is_dir()):
+        record = None if force else records.current_record(out, package, fingerprint, version)
+        if record is not None:
             skipped.append(package)
             say(f"{package} {version}: already extracted, skipped")
         else:
@@ -120,11 +105,11 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
             minutes = sum(r["duration"] for r in record["kept"]) / 60
             say(f"{package} {record['version']}: {len(record['kept'])} clips, {minutes:.1f} min "
                 f"({record['seconds']:.0f} s)")
-        records[package] = record
+        yielded[package] = record
     bar.close()
     for package in _other_records(out, set(names)):  # finished by an earlier run with --packages
-        records[package] = _load_record(out, package)
-    summary = voice_tables.write(out, [r for r in records.values() if r is not None])
+        yielded[package] = records.load_record(out, package)
+    summary = voice_tables.write(out, [r for r in yielded.values() if r is not None])
     summary.skipped = skipped
     return summary
 
@@ -132,4 +117,4 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
 def _other_records(out: Path, done: set[str]) -> list[str]:
     """Packages of the recipe, not in this run, whose record and folder are in place."""
     return [p for p in DEFAULT_PACKAGES
-            if p not in done and _record_path(out, p).is_file() and (out / "audio" / p).is_dir()]
+            if p not in done and records.record_path(out, p).is_file() and (out / "audio" / p).is_dir()]
