@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_corpus import _deb  # the same fake .deb builder
 
 from samplecnn import cli
 from samplecnn.corpus import voice_build, voice_sources, voices
@@ -74,27 +73,6 @@ def _dep5(*stanzas: tuple[str, str, str]) -> str:
 
 FILLETS_TEXT = ("This package was debianized by someone.\n\nCopyright:\n\n   the Free Software Foundation; version 2 "
                 "dated June, 1991.\n")
-
-
-def _deb(folder: Path, name: str, version: str, files: dict[str, bytes | str], copyright: str) -> Path:
-    """NAME_VERSION_all.deb with `files` (bytes, or a str = link target) and /usr/share/doc/NAME/copyright."""
-    root = folder / f"{name}-tree"
-    (root / "DEBIAN").mkdir(parents=True)
-    (root / "DEBIAN/control").write_text(f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
-                                         f"Maintainer: Test <t@example.org>\nDescription: test package\n")
-    files = {**files, f"usr/share/doc/{name}/copyright": copyright.encode()}
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(data, str):
-            os.symlink(data, path)
-        else:
-            path.write_bytes(data)
-    deb = folder / f"{name}_{version}_all.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Znone", "--build", str(root), str(deb)], check=True,
-                   capture_output=True)
-    shutil.rmtree(root)
-    return deb
 
 
 AST_EN = "usr/share/asterisk/sounds/en_US_f_Allison/"
