@@ -235,4 +235,8 @@ def test_a_voice_is_mixed_over_the_music_at_the_drawn_level(cache_path, voice_ca
         ratio_db = 20 * np.log10(np.sqrt(np.mean(voice ** 2)) / max(np.sqrt(np.mean(b ** 2)), 0.01))
         assert abs(ratio_db - -6.0) < 0.1
     student, teacher = with_voice.batch(0, 2)  # and the batch path carries the voice to both networks
+    plain_student, plain_teacher = without.batch(0, 2)
     assert student.shape == (2, SEGMENT_SAMPLES) and teacher.shape == (2, TEACHER_WINDOW)
+    for got, plain, rate in ((student, plain_student, 22050), (teacher, plain_teacher, 16000)):
+        extra = np.abs(np.fft.rfft(got - plain, axis=1))
+        assert (np.abs(np.argmax(extra, axis=1) * rate / got.shape[1] - 1234) < 5).all()
