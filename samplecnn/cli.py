@@ -120,6 +120,12 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="validate and export a moving average of the weights (default: 0.999 for cosine, else off)")
     p.add_argument("--init", metavar="CKPT|NAME",
                    help="start from this checkpoint's weights (or a registered model, e.g. default), fresh optimizer")
+    p.add_argument("--freeze", type=int, default=0, metavar="N",
+                   help="with --init: keep the first N of the ten convolution blocks (the stem, then the nine "
+                        "sample-level blocks) as loaded, BatchNorm statistics included (default: 0)")
+    p.add_argument("--augment-crops", action="store_true",
+                   help="without --teacher: augment each label crop (speed, filter, gain), e.g. for fine-tuning "
+                        "on a small collection")
     p.add_argument("--layout", choices=("auto", "conv1d", "planar"), default="auto",
                    help="planar: height-1 Conv2d in channels-last memory (oneDNN's fast bf16/AMX kernels); "
                         "auto: planar for bf16 on a CPU (default)")
@@ -575,7 +581,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
                              valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,
                              loss=args.loss, voices=args.voices, epoch_steps=args.epoch_steps, ema=args.ema,
-                             init=args.init,
+                             init=args.init, freeze=args.freeze, augment_crops=args.augment_crops,
                              layout=args.layout, export_best=args.export_best, valid_data=args.valid_data))
     if path is not None:
         print(f"trained model: {path}")
