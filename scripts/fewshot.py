@@ -5,7 +5,7 @@
 CORPUS is a folder built by `samplecnn corpus debian` (its manifest.csv and audio/). The task: the packages with at
 least 28 tracks (each game's soundtrack has its composers and its style); per package, with a fixed seed, 6 tracks
 are the test set, 2 the validation set of the trained models, and the k training tracks are the first k of the
-rest (the 5 are among the 20). Every track is represented by the 30-s block around its middle, decoded once to a
+next 20 (the 5 are among the 20). Every track is represented by the 30-s block around its middle, decoded once to a
 WAV file, so that the three ways see exactly the same audio:
 
 - (a) tag pack: `samplecnn learn --table` on the default model's song embeddings (reused from a library of the
@@ -57,7 +57,8 @@ def splits(manifest: Path) -> dict[str, dict[str, list[dict]]]:
         if len(tracks) < MIN_TRACKS:
             continue
         order = [tracks[i] for i in rng.permutation(len(tracks))]
-        out[package] = {"test": order[:TEST], "valid": order[TEST:TEST + VALID], "pool": order[TEST + VALID:]}
+        out[package] = {"test": order[:TEST], "valid": order[TEST:TEST + VALID],
+                        "pool": order[TEST + VALID:TEST + VALID + max(SHOTS)]}
     return out
 
 
@@ -103,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, required=True, help="a `samplecnn corpus debian` folder")
     parser.add_argument("--work", type=Path, default=Path("runs/fewshot"), help="default: %(default)s")
-    parser.add_argument("--budget-minutes", type=float, default=1.5,
+    parser.add_argument("--budget-minutes", type=float, default=1.0,
                         help="step compute of each training run (default: %(default)s)")
     args = parser.parse_args()
     work = args.work.resolve()
