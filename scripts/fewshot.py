@@ -171,7 +171,7 @@ def main() -> None:
                           "--augment-crops", "--budget-minutes", args.budget_minutes, *extra, *resume)
             done(key, _model_metrics(run / "model.safetensors", classes, test, truth))
 
-    print(table(results, classes, len(test)))
+    print(markdown_table(results, classes, len(test)))
 
 
 def _pack_metrics(pack_path: Path, library: Path, classes: list[str], test, truth) -> dict:
@@ -196,7 +196,7 @@ def _model_metrics(checkpoint: Path, classes: list[str], test, truth) -> dict:
     return metrics(classes, truth, scores[:, [tagger.tags.index(c) for c in classes]])
 
 
-def table(results: dict, classes: list[str], n_test: int) -> str:
+def markdown_table(results: dict, classes: list[str], n_test: int) -> str:
     methods = ["tag pack (samplecnn learn)", *TRAINED]
     lines = [f"Test: {n_test} tracks of {len(classes)} packages; top-1 accuracy / macro ROC-AUC "
              f"(chance: {1 / len(classes):.2f} / 0.50).", "",

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import SampleCNNError
 
 SCHEMA_VERSION = 1
+_SCORE_CHUNK = 4096  # tracks scored at a time when a tag pack is added
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -391,8 +392,6 @@ class Library:
             with self.transaction():
                 self.db.execute("UPDATE packs SET source = ? WHERE id = ?", (pack.path or "", row[0]))
             return "unchanged"
-        ids, embeddings = self._embedding_matrix(model_id)
-        scores = pack.scores(embeddings) if len(ids) else np.zeros((0, len(pack.tags)))
         with self.transaction():
             if row is None:
                 pack_id = self.db.execute("INSERT INTO packs (model_id, name, source, pack, added_at) VALUES "
@@ -403,8 +402,11 @@ class Library:
                 self.db.execute("UPDATE packs SET source = ?, pack = ? WHERE id = ?", (pack.path or "", text,
                                                                                       pack_id))
                 self.db.execute("DELETE FROM pack_scores WHERE pack_id = ?", (pack_id,))
-            for track_id, row_scores in zip(ids, scores):
-                self._put_pack_score(track_id, pack_id, pack, row_scores)
+            rows = self.db.execute("SELECT id, embedding FROM tracks WHERE model_id = ? ORDER BY id", (model_id,))
+            while chunk := rows.fetchmany(_SCORE_CHUNK):  # bounded memory, whatever the library's size
+                embeddings = np.frombuffer(b"".join(r[1] for r in chunk), "<f4").reshape(len(chunk), -1)
+                for (track_id, _), scores in zip(chunk, pack.scores(embeddings)):
+                    self._put_pack_score(track_id, pack_id, pack, scores)
         return "added" if row is None else "replaced"
 
     def own_tags(self, model_id: str) -> dict[str, tuple[dict[str, float], list[str]]]:
@@ -442,13 +444,6 @@ class Library:
                 tags += pack_tags
                 columns.append(block)
         return tags, np.hstack(columns) if columns else np.zeros((n, 0), np.float32)
-
-    def _embedding_matrix(self, model_id: str) -> tuple[list[int], np.ndarray]:
-        rows = self.db.execute("SELECT id, embedding FROM tracks WHERE model_id = ? ORDER BY id",
-                               (model_id,)).fetchall()
-        if not rows:
-            return [], np.zeros((0, 0), np.float32)
-        return [r[0] for r in rows], np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1)
 
     def _put_pack_score(self, track_id: int, pack_id: int, pack, scores: np.ndarray) -> None:
         self.db.execute("INSERT OR REPLACE INTO pack_scores VALUES (?, ?, ?, ?)",
