@@ -1,6 +1,6 @@
 """Few-shot: which Debian corpus package a track comes from, learned from k tracks per package in three ways.
 
-    heavy env PYTHONPATH=$PWD .venv/bin/python scripts/fewshot.py --corpus CORPUS [--work runs/fewshot]
+    .venv/bin/python scripts/fewshot.py --corpus CORPUS [--work runs/fewshot] [--budget-minutes 1]
 
 CORPUS is a folder built by `samplecnn corpus debian` (its manifest.csv and audio/). The task: the packages with at
 least 28 tracks (each game's soundtrack has its composers and its style); per package, with a fixed seed, 6 tracks
