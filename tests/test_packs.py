@@ -434,3 +434,21 @@ def test_index_refuses_another_models_pack_and_a_tag_name_clash_with_one_line(pa
     assert _own(db) == before  # nothing stored
     code, _, err = run(capsys, "index", "--db", db)
     assert code == 1 and "give the folders to index" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_library_from_before_packs_is_read_as_it_was_and_gets_packs_when_written(packed, learned, tmp_path,
+                                                                                  capsys):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    shutil.copyfile(packed[0], db)
+    with sqlite3.connect(db) as con:  # the schema as it was before tag packs
+        con.executescript("DROP TABLE pack_scores; DROP TABLE packs;")
+    code, text, err = run(capsys, "export", "--db", db)
+    assert code == 0 and "pack_decisions" not in text.splitlines()[0] and len(text.splitlines()) == 25, err
+    code, text, _ = run(capsys, "search", "--db", db, "--tag", "ambient", "--limit", "3", "--format", "json")
+    assert code == 0 and len(json.loads(text)) == 3
+    code, out, err = run(capsys, "index", "--db", db, "--tags", learned[0])
+    assert code == 0 and "tag pack mine: added, 24 track(s) scored" in out, err
+    assert _own(db) == _own(packed[0])
