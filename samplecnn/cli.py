@@ -120,6 +120,12 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="validate and export a moving average of the weights (default: 0.999 for cosine, else off)")
     p.add_argument("--init", metavar="CKPT|NAME",
                    help="start from this checkpoint's weights (or a registered model, e.g. default), fresh optimizer")
+    p.add_argument("--freeze", type=int, default=0, metavar="N",
+                   help="with --init: keep the first N of the ten convolution blocks (the stem, then the nine "
+                        "sample-level blocks) as loaded, BatchNorm statistics included (default: 0)")
+    p.add_argument("--augment-crops", action="store_true",
+                   help="without --teacher: augment each label crop (speed, filter, gain), e.g. for fine-tuning "
+                        "on a small collection")
     p.add_argument("--layout", choices=("auto", "conv1d", "planar"), default="auto",
                    help="planar: height-1 Conv2d in channels-last memory (oneDNN's fast bf16/AMX kernels); "
                         "auto: planar for bf16 on a CPU (default)")
@@ -318,7 +324,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
     if args.top_k < 0:
         raise SampleCNNError(f"--top-k must be 0 (all) or positive, got {args.top_k}")
-    tag_packs = _read_packs(args.tags, args.model)
+    tag_packs = _read_packs(args.tags, args.model, "--tags takes tag packs: put the audio files before --tags")
     files, failures = audio.find_audio(args.inputs)
     n_inputs = len(files) + len(failures)
     tagger = inference.load(args.model, device=args.device, batch_size=args.batch_size,
@@ -337,9 +343,10 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     for i, path in enumerate(files):
         try:
             result = tagger.tag(path, hop=args.hop)
-            # A second pass for the song embedding (Tagger has no public call giving both from one pass yet), at
-            # the default hop: the segments the packs' training embeddings were made of.
-            own = [(p, p.scores(tagger.embed(path))) for p in tag_packs]
+            # The packs score the song embedding of the default hop (the segments their training embeddings were
+            # made of): another pass only when --hop cut other segments.
+            embedding = result.embedding if args.hop is None or not tag_packs else tagger.embed(path)
+            own = [(p, p.scores(embedding)) for p in tag_packs]
             if args.taggram:
                 from .plot import save_taggram
 
@@ -393,11 +400,9 @@ class _Writer:
         elif self.fmt in ("json", "jsonl"):
             doc = result.to_dict()
             if self.packs:
-                doc["pack_scores"] = {t: round(float(v), 4) for pack, scores in own
-                                      for t, v in zip(pack.tags, scores)}
-                doc["pack_decisions"] = [t for pack, scores in own for t in pack.decided(scores)]
-                doc["packs"] = [{"path": pack.path, "model_id": pack.model_id, "tags": pack.tags}
-                                for pack, _ in own]
+                from .packs import own_json
+
+                doc.update(own_json(own))
             if self.fmt == "jsonl":
                 print(json.dumps(doc))
             else:
@@ -419,25 +424,13 @@ class _Writer:
             print(json.dumps(self.results, indent=1))
 
 
-def _read_packs(paths: list[str], model: str) -> list:
-    """The tag packs of `--tags`, each checked against the model before any audio is decoded."""
+def _read_packs(paths: list[str], model: str, hint: str = "") -> list:
+    """The tag packs of `--tags`, each checked against `model` before any audio is decoded."""
     if not paths:
         return []
-    from .packs import model_id_of, read_pack
+    from .packs import model_id_of, read_packs
 
-    model_id = model_id_of(model)
-    out = []
-    for path in paths:
-        try:
-            pack = read_pack(path)
-        except SampleCNNError as e:
-            if not Path(path).exists() or "not a tag pack" in e.reason:
-                raise SampleCNNError(f"{e.reason} (--tags takes tag packs: put the audio files before --tags)",
-                                     path) from None
-            raise
-        pack.check_model(model_id)
-        out.append(pack)
-    return out
+    return read_packs(paths, model_id_of(model), hint)
 
 
 def _progress(files: list):
@@ -588,7 +581,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
                              valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,
                              loss=args.loss, voices=args.voices, epoch_steps=args.epoch_steps, ema=args.ema,
-                             init=args.init,
+                             init=args.init, freeze=args.freeze, augment_crops=args.augment_crops,
                              layout=args.layout, export_best=args.export_best, valid_data=args.valid_data))
     if path is not None:
         print(f"trained model: {path}")
@@ -687,12 +680,15 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a web origin (e.g. http://localhost:3000) whose pages may POST here; repeatable "
                         "(default: only the service's own page)")
+    p.add_argument("--tags", nargs="+", action="extend", default=[], metavar="PACK",
+                   help="also score your own tags from these tag packs (`samplecnn learn`), beside the model's")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from . import server
 
-    server.serve(model=args.model, host=args.host, port=args.port, device=args.device,
+    tag_packs = _read_packs(args.tags, args.model)  # before the model loads: a wrong pack fails at once
+    server.serve(model=args.model, tag_packs=tag_packs, host=args.host, port=args.port, device=args.device,
                  limits=server.Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_seconds=args.max_seconds,
                                       timeout=args.timeout, queue=args.queue, body_timeout=args.body_timeout),
                  allow_origins=args.allow_origin)

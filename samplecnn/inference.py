@@ -57,6 +57,7 @@ class TagResult:
     padded: bool = False         # the song was shorter than one segment and was zero-padded
     path: str | None = None
     model: str | None = None
+    embedding: np.ndarray | None = None  # (embed_dim,) song embedding from the same pass (song_embedding)
 
     @property
     def scores(self) -> np.ndarray:
@@ -159,14 +160,16 @@ class Tagger:
         hop_samples = self._hop_samples(hop)
         outputs, n_samples = self._run(self._blocks(audio_in, sr), hop_samples, cancel)
         path = None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in)
-        return self.song_result(outputs.probabilities, n_samples, hop_samples, path=path)
+        return self.song_result(outputs.probabilities, n_samples, hop_samples, path=path,
+                                embeddings=outputs.embeddings)
 
     def song_result(self, probabilities: np.ndarray, n_samples: int, hop_samples: int | None = None,
-                    path: str | None = None) -> TagResult:
+                    path: str | None = None, embeddings: np.ndarray | None = None) -> TagResult:
         """A song's TagResult from its segments' probabilities (`run_segments`, in order), the number of samples
         decoded at the model's rate and the hop the segments were cut with (None: one segment, no overlap). The
         one place that turns segment outputs into a song: scores (`song_scores`), decisions (the checkpoint's
-        thresholds), duration and `padded` (shorter than one segment) are what `tag` and the library index give."""
+        thresholds), duration and `padded` (shorter than one segment) are what `tag` and the library index give;
+        the segments' `embeddings`, when given, become the song embedding (what tag packs score)."""
         hop = self.info.segment_samples if hop_samples is None else hop_samples
         seg = self.info.segment_samples
         probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -175,7 +178,7 @@ class Tagger:
             segment_starts=np.arange(len(probabilities)) * hop / self.sample_rate,
             segment_seconds=seg / self.sample_rate, duration=n_samples / self.sample_rate,
             thresholds=np.asarray(self.info.thresholds, dtype=np.float32), padded=n_samples < seg,
-            path=path, model=self.name)
+            path=path, model=self.name, embedding=None if embeddings is None else song_embedding(embeddings))
 
     def embed(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
               per_segment: bool = False) -> np.ndarray:

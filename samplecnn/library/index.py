@@ -34,7 +34,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .. import audio, checkpoint, inference, pretrained
+from .. import audio, checkpoint, inference, packs, pretrained
 from ..errors import SampleCNNError
 from ..workers import context, sigint_held, usable_cpus
 from . import decode, store
@@ -76,6 +76,7 @@ class Report:
     interrupted: bool = False
     decoder_deaths: int = 0
     peak_segments_in_flight: int = 0  # decoded segments held for the model at once (bounded by the windows)
+    packs: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)  # (name, add_pack's word, tracks)
 
     @property
     def indexed(self) -> int:
@@ -108,13 +109,31 @@ class _Job:
     known: tuple[int, int, str] | None  # (size, mtime_ns, hash) of its row, None if not indexed yet
 
 
+def add_packs(lib: store.Library, model: store.Model, tag_packs: list) -> list[tuple[str, str, int]]:
+    """Store `tag_packs` for `model` (a stored pack of the same name is replaced), each scored on every track from
+    its stored embedding: nothing is decoded. Refused, before anything is stored, for a pack of another model or a
+    tag name that the model or another stored pack already has. Returns (name, "added" | "replaced" | "unchanged",
+    tracks of the model) per pack."""
+    for pack in tag_packs:
+        pack.check_model(model.model_id)
+    names = {p.name for p in tag_packs}
+    if len(names) < len(tag_packs):
+        raise SampleCNNError("two tag packs have the same file name; a library names a pack by its file's stem")
+    kept = [p for p in lib.packs(model.model_id) if p.name not in names]
+    packs.check_tag_names(model.tags, kept + list(tag_packs))
+    n = lib.count(model.model_id)
+    return [(p.name, lib.add_pack(p, model.model_id), n) for p in tag_packs]
+
+
 def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model: str = "default",
           workers: int | None = None, batch_size: int | None = None, device: str | None = None,
-          taggrams: bool = False, prune: bool = False, progress: bool = True, verify: bool = False) -> Report:
+          taggrams: bool = False, prune: bool = False, progress: bool = True, verify: bool = False,
+          tag_packs: list | None = None) -> Report:
     """Index every audio file under `inputs` into the library at `db_path` (created if needed).
 
     `verify` hashes every file, even those whose size and mtime match their row, and re-tags those whose bytes
-    changed: the only way to catch an edit that kept both (a tool that restores the mtime)."""
+    changed: the only way to catch an edit that kept both (a tool that restores the mtime). `tag_packs` are stored
+    in the library first (add_packs); every track tagged is scored with all the model's stored packs."""
     inputs = [os.fspath(p) for p in inputs]
     if workers is not None and workers < 1:
         raise SampleCNNError(f"--workers must be at least 1, got {workers}")
@@ -130,6 +149,7 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
         if prune:
             _check_prune_roots(lib, roots, present, record.model_id)
         lib.add_model(record)
+        report.packs = add_packs(lib, record, tag_packs or [])
         jobs = _plan(files, lib.states(record.model_id), verify, report)
         report.missing = [p for p in lib.paths_under(roots, record.model_id)
                           if p not in present and not os.path.exists(p)]
@@ -220,6 +240,7 @@ class _Pipeline:
         self.pending: collections.deque = collections.deque()  # (job, worker, segments) waiting for the model
         self.pending_rows = 0
         self.show_progress = progress
+        self.packs = lib.packs(record.model_id)
 
     def run(self) -> None:
         from tqdm import tqdm
@@ -444,13 +465,15 @@ class _Pipeline:
 
     def _commit(self, st: _InFlight) -> None:
         """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), and its embedding."""
-        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], path=st.path)
+        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], path=st.path,
+                                         embeddings=np.concatenate(st.embeds))
         self.lib.put_track(store.Track(
             path=st.path, model_id=self.record.model_id, size=st.info["size"], mtime_ns=st.info["mtime_ns"],
             hash=st.info["hash"], duration=result.duration, segments=len(result.taggram), padded=result.padded,
             scores=result.scores, decisions=result.decisions,
-            embedding=inference.song_embedding(np.concatenate(st.embeds)),
-            taggram=result.taggram if self.taggrams else None))
+            embedding=result.embedding,
+            taggram=result.taggram if self.taggrams else None),
+            own=[(pack, pack.scores(result.embedding)) for pack in self.packs])
         if st.known_hash is None:
             self.report.new += 1
         else:
