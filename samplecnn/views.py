@@ -64,15 +64,15 @@ class ViewSampler:
     """
 
     def __init__(self, cache: Cache, clips: np.ndarray, seed: int, augment: Augment = Augment(),
-                 voices: Cache | None = None):
+                 voices: Cache | None = None, voice_split: str = "train"):
         self.cache, self.clips, self.seed, self.augment = cache, np.asarray(clips), seed, augment
         lengths = cache.lengths[self.clips].astype(np.float64)
         self.weights = lengths / lengths.sum()
         self.voices = voices
         if voices is not None:
-            self.voice_clips = voices.indices("train")
+            self.voice_clips = voices.indices(voice_split)
             if len(self.voice_clips) == 0:
-                raise ValueError("the voice cache has no clips in its train split")
+                raise ValueError(f"the voice cache has no clips in its {voice_split} split")
             voice_lengths = voices.lengths[self.voice_clips].astype(np.float64)
             self.voice_weights = voice_lengths / voice_lengths.sum()  # every second of speech equally likely
 
