@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -337,31 +338,67 @@ def _cmd_tag(args: argparse.Namespace) -> int:
         taggram_dir.mkdir(parents=True, exist_ok=True)
 
     writer = _Writer(args.format, args.top_k, tag_packs)
-    progress = _progress(files)
-    for i, path in enumerate(files):
+    failed = [(e.path, e.reason) for e in failures]
+    if len(files) > 1:
+        _tag_many(tagger, files, args, tag_packs, taggram_dir, writer, failed)
+    elif files:
+        path = files[0]
         try:
-            result = tagger.tag(path, hop=args.hop)
-            # A second pass for the song embedding (Tagger has no public call giving both from one pass yet), at
-            # the default hop: the segments the packs' training embeddings were made of.
-            own = [(p, p.scores(tagger.embed(path))) for p in tag_packs]
-            if args.taggram:
-                from .plot import save_taggram
-
-                out = taggram_dir / f"{i:04d}_{path.stem}.png" if taggram_dir else Path(args.taggram)
-                save_taggram(result, out, overwrite=args.force)
+            _write_result(tagger, tagger.tag(path, hop=args.hop), None, 0, args, tag_packs, None, writer)
         except SampleCNNError as e:
-            if e.path is None:  # an option error (e.g. --hop) fails every file alike: stop now
+            if e.path is None:  # an option error (e.g. --hop)
                 raise
-            failures.append(e)
-            continue
-        finally:
-            progress.update(1)
-        progress.clear()
-        writer.write(result, own)
-        progress.refresh()
-    progress.close()
+            failed.append((e.path, e.reason))
     writer.close()
-    return cl.report_failures([(e.path, e.reason) for e in failures], n_inputs)
+    return cl.report_failures(failed, n_inputs)
+
+
+def _write_result(tagger, result, embedding, index: int, args, tag_packs, taggram_dir, writer) -> None:
+    """One song's output: its tag packs' scores, its taggram PNG, then its line(s) in the output. The packs score
+    the song embedding at the default hop (the segments their training embeddings were made of): `embedding`, or
+    when None a second pass over the file."""
+    if tag_packs and embedding is None:
+        embedding = tagger.embed(result.path)
+    own = [(p, p.scores(embedding)) for p in tag_packs]
+    if args.taggram:
+        from .plot import save_taggram
+
+        out = taggram_dir / f"{index:04d}_{Path(result.path).stem}.png" if taggram_dir else Path(args.taggram)
+        save_taggram(result, out, overwrite=args.force)
+    writer.write(result, own)
+
+
+def _tag_many(tagger, files: list[Path], args, tag_packs, taggram_dir, writer, failed: list) -> None:
+    """Several files through the index's pipeline: decoder processes beside the model, one model load, segments of
+    any files in each batch. Results arrive as files finish and are written in the order given."""
+    from .library.index import tag_files
+
+    order = {os.fspath(p): i for i, p in enumerate(files)}
+    ready: dict[int, tuple] = {}
+    written = 0
+
+    def flush() -> None:
+        nonlocal written
+        while written in ready:
+            path, result, embedding = ready.pop(written)
+            if result is not None:
+                try:
+                    _write_result(tagger, result, embedding if args.hop is None else None, written, args,
+                                  tag_packs, taggram_dir, writer)
+                except SampleCNNError as e:
+                    failed.append((e.path or path, e.reason))
+            written += 1
+
+    def on_result(path: str, result, embedding) -> None:
+        ready[order[path]] = (path, result, embedding)
+        flush()
+
+    def on_failure(path: str, reason: str) -> None:
+        failed.append((path, reason))
+        ready[order[path]] = (path, None, None)
+        flush()
+
+    tag_files(tagger, files, on_result, on_failure, hop=args.hop, progress=sys.stderr.isatty())
 
 
 class _Writer:
@@ -442,12 +479,6 @@ def _read_packs(paths: list[str], model: str) -> list:
         pack.check_model(model_id)
         out.append(pack)
     return out
-
-
-def _progress(files: list):
-    from tqdm import tqdm
-
-    return tqdm(total=len(files), unit="file", disable=len(files) <= 3, file=sys.stderr, dynamic_ncols=True)
 
 
 def _learn_arguments(p: argparse.ArgumentParser) -> None:

@@ -74,7 +74,8 @@ def quantize(checkpoint_path: str | os.PathLike, calibration: Iterable[np.ndarra
             with atomic_path(out, overwrite=overwrite) as dest:
                 quantize_static(str(fp32), str(dest), Segments(), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                nodes_to_exclude=keep_fp32)
+                                nodes_to_exclude=keep_fp32,
+                                extra_options={"CalibMaxIntermediateOutputs": 16})  # bounds its memory
         finally:
             logging.getLogger().setLevel(level)
     return Path(out)
