@@ -7,7 +7,7 @@ default model is replaced.
 
 CORPUS_DIR: the Debian game-music corpus (`samplecnn corpus debian`, docs/corpus.md), read through its manifest.
 The check: 30-s excerpts of every held-out ("valid") track, of every track of the training packages with at most
-15 tracks, and of the musicnn reference excerpts (74 songs with today's corpus); int8's activation ranges are
+15 tracks, and of the musicnn reference excerpts (96 songs with today's corpus); int8's activation ranges are
 calibrated on three tracks of each other training package, so no song of the check is calibrated on.
 """
 
