@@ -84,7 +84,8 @@ def test_a_folder_is_tagged_as_each_of_its_files_is_alone(capsys, songs, ckpt_pa
             _, out, _ = run(capsys, "tag", doc["path"], "--model", ckpt_path, "--format", "jsonl", *hop)
             alone = json.loads(out)
             assert doc["segments"] == alone["segments"] and doc["duration"] == alone["duration"]
-            assert doc["taggram"] == pytest.approx(alone["taggram"], abs=2e-4)  # batches differ: last bits only
+            # other batch compositions: the last bits only
+            assert np.abs(np.array(doc["taggram"]) - np.array(alone["taggram"])).max() <= 2e-4
 
 
 def test_bad_inputs_each_get_one_line_and_the_batch_goes_on(capsys, songs, ckpt_path, tmp_path):
