@@ -395,6 +395,7 @@ def main() -> None:
         devices.tune_malloc()  # for the peaks: no page faults in the large outputs
         auto_precision = results["auto (samplecnn tag)"]["precision"]
         auto_record = precision.passing_record(checkpoint.read_info(ckpt).provenance, auto_precision)
+        thresholds = np.asarray(checkpoint.read_info(ckpt).thresholds)
         gflop = models.segment_gflop(checkpoint.read(ckpt)[0].eval())
         mm32, mm16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
         cv32, cv16 = conv_peak_gflops(torch.float32), conv_peak_gflops(torch.bfloat16)
@@ -422,7 +423,6 @@ def main() -> None:
     mus = overall["musicnn (PyTorch port)"]
     header = ["path", *(f"{f.stem} x" for f in files), "all x", "/ musicnn", "model seg/s", "GFLOP/s",
               "of peak", "max score diff", "rule holds"]
-    thresholds = np.asarray(checkpoint.read_info(ckpt).thresholds)
     rows = []
     for name in speed:
         is_musicnn = name.startswith("musicnn")
