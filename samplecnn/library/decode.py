@@ -82,15 +82,18 @@ class Channel:
             raise ParentGone from None
 
 
-def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: int, parent_pid: int) -> None:
-    """The worker's main loop (the target of a spawned process)."""
+def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: int, parent_pid: int,
+        hop_samples: int | None = None) -> None:
+    """The worker's main loop (the target of a spawned process); segments start every `hop_samples` (default: one
+    segment, no overlap)."""
     # One thread each (the model in the parent gets the cores; decoders overlap with it, not with each other), and
     # Ctrl-C is the parent's to handle.
     quiet_worker()
     channel = Channel(conn, data, window, parent_pid)
     try:
         while (job := channel.next_job()) is not None:
-            _process(channel, *job, sample_rate=sample_rate, segment_samples=segment_samples, chunk=min(chunk, window))
+            _process(channel, *job, sample_rate=sample_rate, segment_samples=segment_samples,
+                     hop_samples=hop_samples or segment_samples, chunk=min(chunk, window))
     except ParentGone:
         pass
     finally:
@@ -99,7 +102,7 @@ def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: 
 
 
 def _process(channel: Channel, index: int, path: str, known_hash: str | None, sample_rate: int,
-             segment_samples: int, chunk: int) -> None:
+             segment_samples: int, hop_samples: int, chunk: int) -> None:
     """One file: its hash, then (unless the bytes are the known ones) its segments and what was decoded."""
     from ..errors import AudioError
     from ..fileio import file_hash
@@ -111,7 +114,7 @@ def _process(channel: Channel, index: int, path: str, known_hash: str | None, sa
             channel.send(("same", index, stat))
             return
         decoded = SampleCounter()
-        for segments in _segments(path, sample_rate, segment_samples, chunk, decoded):
+        for segments in _segments(path, sample_rate, segment_samples, hop_samples, chunk, decoded):
             channel.send_segments(index, segments)
         channel.send(("done", index, {**stat, "samples": decoded.n}))
     except ParentGone:
@@ -124,11 +127,12 @@ def _process(channel: Channel, index: int, path: str, known_hash: str | None, sa
         channel.send(("error", index, f"unexpected error ({type(e).__name__}: {e})"))
 
 
-def _segments(path: str, sample_rate: int, segment_samples: int, chunk: int, decoded: SampleCounter):
+def _segments(path: str, sample_rate: int, segment_samples: int, hop_samples: int, chunk: int,
+              decoded: SampleCounter):
     """Arrays of at most `chunk` segments, cut as Tagger.tag cuts them; `decoded` (a SampleCounter) counts the
     samples."""
     from .. import audio
     from ..segments import segment_batches
 
     with audio.stream(path, sr=sample_rate) as blocks:
-        yield from segment_batches(decoded.count(blocks), segment_samples, segment_samples, chunk)
+        yield from segment_batches(decoded.count(blocks), segment_samples, hop_samples, chunk)

@@ -157,7 +157,7 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
             report.pruned = lib.prune(report.missing, record.model_id)
 
         if jobs:
-            pipeline = _Pipeline(tagger, lib, record, jobs, workers, taggrams, progress, report)
+            pipeline = _Pipeline(tagger, jobs, workers, progress, report, lib=lib, record=record, taggrams=taggrams)
             try:
                 pipeline.run()
             except KeyboardInterrupt:
@@ -222,12 +222,32 @@ class _Worker:
     alive: bool = True
 
 
-class _Pipeline:
-    """Decoder processes -> a pipe each -> batches of segments across files -> the model -> one commit per track."""
+def tag_files(tagger: inference.Tagger, paths: Iterable[str | os.PathLike], on_result, on_failure,
+              workers: int | None = None, hop: float | None = None, progress: bool = True) -> Report:
+    """Tag many files with one model through the index's pipeline (decoder processes beside the model, segments of
+    any files in one batch), without a library: `on_result(path, TagResult, song embedding)` and
+    `on_failure(path, reason)` are called as each file finishes (not in the given order). What `samplecnn tag`
+    runs for several files."""
+    hop_samples = tagger._hop_samples(hop)  # an option error stops the run before any decoder starts
+    jobs = [_Job(os.fspath(p), None) for p in paths]
+    report = Report(found=len(jobs))
+    if jobs:
+        pipeline = _Pipeline(tagger, jobs, default_workers(tagger.device.type) if workers is None else workers,
+                             progress, report, hop_samples=hop_samples, on_result=on_result, on_failure=on_failure)
+        pipeline.run()
+    return report
 
-    def __init__(self, tagger: inference.Tagger, lib: store.Library, record: store.Model, jobs: list[_Job],
-                 n_workers: int, taggrams: bool, progress: bool, report: Report):
+
+class _Pipeline:
+    """Decoder processes -> a pipe each -> batches of segments across files -> the model -> one commit per track
+    (into `lib`), or one `on_result` call per file (tag_files)."""
+
+    def __init__(self, tagger: inference.Tagger, jobs: list[_Job], n_workers: int, progress: bool, report: Report,
+                 lib: store.Library | None = None, record: store.Model | None = None, taggrams: bool = False,
+                 hop_samples: int | None = None, on_result=None, on_failure=None):
         self.tagger, self.lib, self.record, self.jobs = tagger, lib, record, jobs
+        self.hop_samples = hop_samples or tagger.info.segment_samples
+        self.on_result, self.on_failure = on_result, on_failure
         self.n_workers = min(n_workers, len(jobs))
         self.taggrams, self.report = taggrams, report
         self.batch_size = tagger.batch_size
@@ -240,7 +260,7 @@ class _Pipeline:
         self.pending: collections.deque = collections.deque()  # (job, worker, segments) waiting for the model
         self.pending_rows = 0
         self.show_progress = progress
-        self.packs = lib.packs(record.model_id)
+        self.packs = lib.packs(record.model_id) if lib is not None else []
 
     def run(self) -> None:
         from tqdm import tqdm
@@ -268,14 +288,15 @@ class _Pipeline:
         """A fresh decoder process (given `job` at once: the retry of a file whose decoder died)."""
         ours, theirs = self.ctx.Pipe(duplex=True)
         data_ours, data_theirs = socket.socketpair()
+        info = self.tagger.info
         p = self.ctx.Process(target=decode.run, daemon=True, name="samplecnn-decoder",
-                             args=(theirs, data_theirs, self.record.sample_rate, self.record.segment_samples,
-                                   _CHUNK_SEGMENTS, self.window, os.getpid()))
+                             args=(theirs, data_theirs, info.sample_rate, info.segment_samples, _CHUNK_SEGMENTS,
+                                   self.window, os.getpid(), self.hop_samples))
         with sigint_held():
             p.start()
         theirs.close()  # only the child holds its ends: its death reads as end-of-file here
         data_theirs.close()
-        ring = np.empty((self.window, self.record.segment_samples), np.float32)
+        ring = np.empty((self.window, info.segment_samples), np.float32)
         worker = _Worker(p, ours, data_ours, ring)
         self.workers.append(worker)
         if job is not None:
@@ -465,8 +486,12 @@ class _Pipeline:
 
     def _commit(self, st: _InFlight) -> None:
         """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), and its embedding."""
-        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], path=st.path,
-                                         embeddings=np.concatenate(st.embeds))
+        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], self.hop_samples,
+                                         path=st.path, embeddings=np.concatenate(st.embeds))
+        if self.lib is None:
+            self.on_result(st.path, result, result.embedding)
+            self.report.new += 1
+            return
         self.lib.put_track(store.Track(
             path=st.path, model_id=self.record.model_id, size=st.info["size"], mtime_ns=st.info["mtime_ns"],
             hash=st.info["hash"], duration=result.duration, segments=len(result.taggram), padded=result.padded,
@@ -480,6 +505,10 @@ class _Pipeline:
             self.report.retagged += 1
 
     def _fail(self, st: _InFlight) -> None:
+        if self.lib is None:
+            self.on_failure(st.path, st.error)
+            self.report.failures.append((st.path, st.error))
+            return
         info = st.info or {}
         if not info:
             try:
