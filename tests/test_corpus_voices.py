@@ -6,14 +6,13 @@ without apt's network."""
 
 from __future__ import annotations
 
-import csv
 import io
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_corpus import _deb  # the same fake .deb builder
+from test_corpus import _by_original, _deb, _read  # the same fake .deb builder and table readers
 
 from samplecnn import cli
 from samplecnn.corpus import voice_build, voice_sources, voice_tables, voices
@@ -135,15 +134,6 @@ def built(debs, tmp_path_factory):
     logs = []
     summary = voice_build.build(out, packages=NAMES, debs=debs, progress=False, log=logs.append)
     return out, summary, logs
-
-
-def _read(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _by_original(rows: list[dict]) -> dict[str, dict]:
-    return {r["original_path"]: r for r in rows}
 
 
 def test_manifest_keeps_voice_once_as_22050_hz_flac(built):
