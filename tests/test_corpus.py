@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from samplecnn import cli
-from samplecnn.corpus import debian, dep5, packages
+from samplecnn.corpus import debian, dep5, manifest, packages
 from samplecnn.corpus.probe import file_sha256
 from samplecnn.errors import SampleCNNError
 
@@ -232,6 +232,35 @@ def test_rerun_does_no_work_and_prints_a_summary(built, debs, monkeypatch, capsy
     assert text.count("already extracted, skipped") == len(NAMES)
     assert "supertux-data" in text and "0.00" in text and "total" in text and "valid" in text
     assert "licences:" in text and "5 package(s) reused" in text
+    assert "\n" + "\n".join(built[1].lines(MIN)) + "\n" in text  # the summary is printed as lines() has it
+
+
+def test_summary_lines_word_for_word():
+    def row(package, seconds, licence, split):
+        return {"package": package, "duration": seconds, "licence": licence, "split": split}
+
+    rows = [row("supertux-data", 125.5, "GPL-2+", "train"), row("supertux-data", 3600.25, "CC-BY-SA-3.0", "train"),
+            row("supertux-data", 61.0, "GPL-2+", "train"), row("freedroidrpg-data", 1800.0, "GPL-2+", "valid")]
+    excluded = [{"reason": "duplicate"}, {"reason": "too short"}, {"reason": "duplicate"}]
+    versions = {"supertux-data": "0.6.3-2", "ufoai-music": "2.5-2", "freedroidrpg-data": "1.0-1"}
+    assert manifest.Summary(rows, excluded, versions).lines(30.0) == [
+        "package                  version              split tracks  hours  licences (tracks)",
+        "supertux-data            0.6.3-2              train      3   1.05  GPL-2+ (2), CC-BY-SA-3.0 (1)",
+        "ufoai-music              2.5-2                train      0   0.00  ",
+        "freedroidrpg-data        1.0-1                valid      1   0.50  GPL-2+ (1)",
+        "total                                                    4   1.55  unique tracks >= 30 s "
+        "(train 1.05 h, valid 0.50 h = 32%)",
+        "licences: CC-BY-SA-3.0 1.00 h (1), GPL-2+ 0.55 h (3)",
+        "left out (excluded.csv): 2 duplicate, 1 too short",
+    ]
+    assert manifest.Summary([], [], {"ufoai-music": "2.5-2"}).lines(0.5) == [
+        "package                  version              split tracks  hours  licences (tracks)",
+        "ufoai-music              2.5-2                train      0   0.00  ",
+        "total                                                    0   0.00  unique tracks >= 0.5 s "
+        "(train 0.00 h, valid 0.00 h)",
+        "licences: ",
+        "left out (excluded.csv): none",
+    ]
 
 
 def test_interrupted_run_resumes_where_it_stopped(debs, tmp_path, monkeypatch):

@@ -6,17 +6,16 @@ without apt's network."""
 
 from __future__ import annotations
 
-import csv
 import io
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_corpus import _deb  # the same fake .deb builder
+from test_corpus import _by_original, _deb, _read  # the same fake .deb builder and table readers
 
 from samplecnn import cli
-from samplecnn.corpus import voice_build, voice_sources, voices
+from samplecnn.corpus import voice_build, voice_sources, voice_tables, voices
 from samplecnn.corpus.dep5 import match
 from samplecnn.corpus.voice_decode import decode
 from samplecnn.errors import SampleCNNError
@@ -135,15 +134,6 @@ def built(debs, tmp_path_factory):
     logs = []
     summary = voice_build.build(out, packages=NAMES, debs=debs, progress=False, log=logs.append)
     return out, summary, logs
-
-
-def _read(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _by_original(rows: list[dict]) -> dict[str, dict]:
-    return {r["original_path"]: r for r in rows}
 
 
 def test_manifest_keeps_voice_once_as_22050_hz_flac(built):
@@ -301,6 +291,39 @@ def test_rerun_skips_finished_packages(built, debs, monkeypatch, capsys):
     assert (out / "manifest.csv").read_bytes() == before
     assert text.count("already extracted, skipped") == len(NAMES)
     assert "licences:" in text and "valid" in text and "5 package(s) reused" in text
+    assert "\n" + "\n".join(built[1].lines()) + "\n" in text  # the summary is printed as lines() has it
+
+
+def test_summary_lines_word_for_word():
+    def row(package, seconds, licence, split, gender):
+        return {"package": package, "duration": seconds, "licence": licence, "split": split, "gender": gender}
+
+    rows = [row("fillets-ng-data-cs", 30.0, "GPL-2", "train", "female"),
+            row("fillets-ng-data-cs", 45.0, "GPL-2", "train", "male"),
+            row("fillets-ng-data-cs", 61.25, "GPL-2", "train", "unknown"),
+            row("asterisk-core-sounds-fr-g722", 95.5, "CC-BY-SA-3.0", "valid", "female")]
+    versions = {"fillets-ng-data-cs": "1.0.1-1.1", "asterisk-core-sounds-fr-g722": "1.6.1-1", "lmms-common": "1.2.2-5"}
+    summary = voice_tables.Summary(rows, [{"reason": "duplicate"}, {"reason": "silent"}], versions)
+    head = "package                        version          split  clips    min  female/male/unknown min  " \
+        "licences (clips)"
+    assert summary.lines() == [
+        head,
+        "fillets-ng-data-cs             1.0.1-1.1        train      3    2.3    0.5/  0.8/  1.0  GPL-2 (3)",
+        "asterisk-core-sounds-fr-g722   1.6.1-1          valid      1    1.6    1.6/  0.0/  0.0  CC-BY-SA-3.0 (1)",
+        "lmms-common                    1.2.2-5          train      0    0.0    0.0/  0.0/  0.0  ",
+        "total                                                      4    3.9  unique clips "
+        "(train 2.3 min, valid 1.6 min = 41%)",
+        "licences: GPL-2 2.3 min (3), CC-BY-SA-3.0 1.6 min (1)",
+        "left out (excluded.csv): 1 duplicate, 1 silent",
+    ]
+    assert voice_tables.Summary([], [], {"lmms-common": "1"}).lines() == [
+        head,
+        "lmms-common                    1                train      0    0.0    0.0/  0.0/  0.0  ",
+        "total                                                      0    0.0  unique clips "
+        "(train 0.0 min, valid 0.0 min)",
+        "licences: ",
+        "left out (excluded.csv): none",
+    ]
 
 
 def test_interrupted_run_resumes_and_subsets_keep_earlier_packages(debs, tmp_path, monkeypatch):

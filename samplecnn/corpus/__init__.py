@@ -2,7 +2,8 @@
 
 Modules: packages.py (the fixed package list, the music rule of each, the validation hold-out), debs.py (apt-get
 download / dpkg-deb -x), unpack.py (one package -> its music and a record), probe.py (decode, duration, hashes),
-dep5.py (licence per file from debian/copyright), manifest.py (cross-package duplicates, manifest.csv, summary),
+dep5.py (licence per file from debian/copyright), manifest.py (cross-package duplicates, manifest.csv),
+summary.py (the printed summary, shared with the voice corpus),
 debian.py (the resumable recipe tying them together).
 
 `samplecnn corpus midi --out DIR` (docs/corpus.md, MIDI renders): soundfonts.py (which soundfont may be used for

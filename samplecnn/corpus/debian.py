@@ -13,15 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 from ..errors import SampleCNNError
-from ..fileio import atomic_path
 from . import debs as debtools
 from . import manifest, records
 from .packages import Rule, rule_for, select
@@ -37,27 +33,10 @@ def _fingerprint(rule: Rule, min_seconds: float) -> str:
 
 def _do_package(out: Path, package: str, rule: Rule, fingerprint: str, deb: Path | None, min_seconds: float,
                 progress: bool) -> dict:
-    final, staging = out / "audio" / package, out / "audio" / f".{package}.partial"
-    # from here on the old record no longer describes the disk
-    records.record_path(out, package).unlink(missing_ok=True)
-    for folder in (final, staging):
-        shutil.rmtree(folder, ignore_errors=True)
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"{records.TMP_PREFIX}{package}-", dir=out) as tmp:
-        tmp = Path(tmp)
-        deb = deb or debtools.download(package, tmp)
-        name, version = debtools.fields(deb)
-        if name != package:
-            raise SampleCNNError(f"holds package {name!r}, not {package!r}", deb)
-        debtools.extract(deb, tmp / "root")
-        record = unpack(tmp / "root", package, version, rule, staging, min_seconds, progress=progress)
-    os.replace(staging, final)
-    record = {"package": package, "version": version, "fingerprint": fingerprint, "min_seconds": min_seconds,
-              "seconds": round(time.monotonic() - start, 1), **record}
-    path = records.record_path(out, package)
-    with atomic_path(path, overwrite=True) as t:
-        t.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    return record
+    def take(root: Path, version: str, staging: Path) -> dict:
+        return unpack(root, package, version, rule, staging, min_seconds, progress=progress)
+
+    return records.redo_package(out, package, fingerprint, deb, min_seconds, take)
 
 
 def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str | os.PathLike | None = None,

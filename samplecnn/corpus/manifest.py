@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import csv
 import os
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..fileio import atomic_path
 from .packages import split_of
+from .summary import BuildSummary, Layout
 
 __all__ = ["MANIFEST_COLUMNS", "EXCLUDED_COLUMNS", "Summary", "write"]
 
@@ -35,39 +34,16 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
                 w.writerow({k: f"{v:.3f}" if k == "duration" else v for k, v in row.items()})
 
 
-@dataclass
-class Summary:
-    rows: list[dict]
-    excluded: list[dict]
-    versions: dict[str, str]
-    skipped: list[str] = field(default_factory=list)  # packages reused from an earlier run
+_LAYOUT = Layout(item="tracks", unit="h", unit_heading="hours", unit_seconds=3600, decimals=2, package_width=24,
+                 version_width=20, split_of=split_of)
 
+
+class Summary(BuildSummary):
     def hours(self, package: str | None = None, split: str | None = None) -> float:
-        return sum(r["duration"] for r in self.rows
-                   if (package is None or r["package"] == package) and (split is None or r["split"] == split)) / 3600
+        return self.seconds(package, split) / 3600
 
     def lines(self, min_seconds: float) -> list[str]:
-        by_pkg = defaultdict(list)
-        for r in self.rows:
-            by_pkg[r["package"]].append(r)
-        out = [f"{'package':24s} {'version':20s} {'split':5s} {'tracks':>6s} {'hours':>6s}  licences (tracks)"]
-        for pkg, version in self.versions.items():
-            rows = by_pkg.get(pkg, [])
-            lic = Counter(r["licence"] for r in rows)
-            out.append(f"{pkg:24s} {version:20s} {split_of(pkg):5s} {len(rows):6d} {self.hours(pkg):6.2f}  "
-                       + ", ".join(f"{k} ({n})" for k, n in lic.most_common()))
-        total, valid = self.hours(), self.hours(split="valid")
-        share = f" = {100 * valid / total:.0f}%" if total else ""
-        out.append(f"{'total':24s} {'':20s} {'':5s} {len(self.rows):6d} {total:6.2f}  unique tracks >= "
-                   f"{min_seconds:g} s (train {self.hours(split='train'):.2f} h, valid {valid:.2f} h{share})")
-        lic_hours, lic_count = Counter(), Counter()
-        for r in self.rows:
-            lic_hours[r["licence"]] += r["duration"] / 3600
-            lic_count[r["licence"]] += 1
-        out.append("licences: " + ", ".join(f"{k} {h:.2f} h ({lic_count[k]})" for k, h in lic_hours.most_common()))
-        reasons = Counter(e["reason"] for e in self.excluded)
-        out.append("left out (excluded.csv): " + (", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "none"))
-        return out
+        return self.layout_lines(_LAYOUT, f"unique tracks >= {min_seconds:g} s")
 
 
 def write(out: str | os.PathLike, records: list[dict]) -> Summary:

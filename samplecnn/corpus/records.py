@@ -2,15 +2,25 @@
 
 `packages/<package>.json` records what a package yielded, with a fingerprint of the recipe that produced it and the
 package's version; a package is redone when either changed, when its audio folder is gone, or when asked to.
+redo_package is the one way both recipes (debian.py, voice_build.py) redo a package, so that the record is
+written only once the package's folder is complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TMP_PREFIX", "record_path", "load_record", "current_record", "clear_stale"]
+from ..errors import SampleCNNError
+from ..fileio import atomic_path
+from . import debs as debtools
+
+__all__ = ["TMP_PREFIX", "record_path", "load_record", "current_record", "clear_stale", "redo_package"]
 
 TMP_PREFIX = ".tmp-"  # per-package scratch folders inside the corpus folder
 
@@ -40,3 +50,29 @@ def clear_stale(out: Path) -> None:
     """Remove the scratch folders a killed run left behind."""
     for stale in out.glob(TMP_PREFIX + "*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def redo_package(out: Path, package: str, fingerprint: str, deb: Path | None, min_seconds: float,
+                 take: Callable[[Path, str, Path], dict]) -> dict:
+    """Fetch (unless `deb` is given) and unpack `package`, let `take(root, version, staging)` write its files to
+    staging and return what it kept, then move staging to audio/<package> and write the record, in that order."""
+    final, staging = out / "audio" / package, out / "audio" / f".{package}.partial"
+    # from here on the old record no longer describes the disk
+    record_path(out, package).unlink(missing_ok=True)
+    for folder in (final, staging):
+        shutil.rmtree(folder, ignore_errors=True)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{package}-", dir=out) as tmp:
+        tmp = Path(tmp)
+        deb = deb or debtools.download(package, tmp)
+        name, version = debtools.fields(deb)
+        if name != package:
+            raise SampleCNNError(f"holds package {name!r}, not {package!r}", deb)
+        debtools.extract(deb, tmp / "root")
+        record = take(tmp / "root", version, staging)
+    os.replace(staging, final)
+    record = {"package": package, "version": version, "fingerprint": fingerprint, "min_seconds": min_seconds,
+              "seconds": round(time.monotonic() - start, 1), **record}
+    with atomic_path(record_path(out, package), overwrite=True) as t:
+        t.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    return record

@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -46,27 +44,12 @@ def _keep_copyright(root: Path, out: Path, package: str) -> None:
 
 def _do_package(out: Path, package: str, source: Source, fingerprint: str, deb: Path | None, min_seconds: float,
                 progress: bool, say: Callable[[str], None]) -> dict:
-    final, staging = out / "audio" / package, out / "audio" / f".{package}.partial"
-    # from here on the old record no longer describes the disk
-    records.record_path(out, package).unlink(missing_ok=True)
-    for folder in (final, staging):
-        shutil.rmtree(folder, ignore_errors=True)
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"{records.TMP_PREFIX}{package}-", dir=out) as tmp:
-        tmp = Path(tmp)
-        deb = deb or debtools.download(package, tmp)
-        name, version = debtools.fields(deb)
-        if name != package:
-            raise SampleCNNError(f"holds package {name!r}, not {package!r}", deb)
-        debtools.extract(deb, tmp / "root")
-        record = unpack(tmp / "root", package, version, source, staging, min_seconds, progress=progress, say=say)
-        _keep_copyright(tmp / "root", out, package)
-    os.replace(staging, final)
-    record = {"package": package, "version": version, "fingerprint": fingerprint, "min_seconds": min_seconds,
-              "seconds": round(time.monotonic() - start, 1), **record}
-    with atomic_path(records.record_path(out, package), overwrite=True) as t:
-        t.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    return record
+    def take(root: Path, version: str, staging: Path) -> dict:
+        record = unpack(root, package, version, source, staging, min_seconds, progress=progress, say=say)
+        _keep_copyright(root, out, package)
+        return record
+
+    return records.redo_package(out, package, fingerprint, deb, min_seconds, take)
 
 
 def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str | os.PathLike | None = None,

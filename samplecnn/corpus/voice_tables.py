@@ -10,11 +10,11 @@ manifest.csv is written last, atomically: when it exists, every clip it lists is
 from __future__ import annotations
 
 import os
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections import Counter
 from pathlib import Path
 
 from .manifest import write_csv
+from .summary import BuildSummary, Layout
 from .voice_sources import SOURCES, labels, split_of
 
 __all__ = ["MANIFEST_COLUMNS", "EXCLUDED_COLUMNS", "Summary", "write"]
@@ -25,44 +25,24 @@ MANIFEST_COLUMNS = ["path", "package", "version", "original_path", "duration", "
 EXCLUDED_COLUMNS = ["package", "version", "original_path", "reason", "detail"]
 
 
-@dataclass
-class Summary:
-    rows: list[dict]
-    excluded: list[dict]
-    versions: dict[str, str]
-    skipped: list[str] = field(default_factory=list)  # packages reused from an earlier run
+def _minutes_by_gender(rows: list[dict]) -> str:
+    g = Counter()
+    for r in rows:
+        g[r["gender"]] += r["duration"] / 60
+    return f"{g['female']:5.1f}/{g['male']:5.1f}/{g['unknown']:5.1f}  "
 
+
+_LAYOUT = Layout(item="clips", unit="min", unit_heading="min", unit_seconds=60, decimals=1, package_width=30,
+                 version_width=16, split_of=split_of, extra_heading="female/male/unknown min  ",
+                 extra=_minutes_by_gender)
+
+
+class Summary(BuildSummary):
     def minutes(self, package: str | None = None, split: str | None = None) -> float:
-        return sum(r["duration"] for r in self.rows
-                   if (package is None or r["package"] == package) and (split is None or r["split"] == split)) / 60
+        return self.seconds(package, split) / 60
 
     def lines(self) -> list[str]:
-        by_pkg = defaultdict(list)
-        for r in self.rows:
-            by_pkg[r["package"]].append(r)
-        head = f"{'package':30s} {'version':16s} {'split':5s} {'clips':>6s} {'min':>6s}  "
-        out = [head + "female/male/unknown min  licences (clips)"]
-        for pkg, version in self.versions.items():
-            rows = by_pkg.get(pkg, [])
-            g = Counter()
-            for r in rows:
-                g[r["gender"]] += r["duration"] / 60
-            lic = Counter(r["licence"] for r in rows)
-            out.append(f"{pkg:30s} {version:16s} {split_of(pkg):5s} {len(rows):6d} {self.minutes(pkg):6.1f}  "
-                       f"{g['female']:5.1f}/{g['male']:5.1f}/{g['unknown']:5.1f}  "
-                       + ", ".join(f"{k} ({n})" for k, n in lic.most_common()))
-        total, valid = self.minutes(), self.minutes(split="valid")
-        share = f" = {100 * valid / total:.0f}%" if total else ""
-        out.append(f"{'total':30s} {'':16s} {'':5s} {len(self.rows):6d} {total:6.1f}  unique clips "
-                   f"(train {self.minutes(split='train'):.1f} min, valid {valid:.1f} min{share})")
-        lic_min, lic_count = Counter(), Counter()
-        for r in self.rows:
-            lic_min[r["licence"]] += r["duration"] / 60
-            lic_count[r["licence"]] += 1
-        out.append("licences: " + ", ".join(f"{k} {m:.1f} min ({lic_count[k]})" for k, m in lic_min.most_common()))
-        reasons = Counter(e["reason"] for e in self.excluded)
-        out.append("left out (excluded.csv): " + (", ".join(f"{n} {r}" for r, n in reasons.most_common()) or "none"))
-        return out
+        return self.layout_lines(_LAYOUT, "unique clips")
 
 
 def write(out: str | os.PathLike, records: list[dict]) -> Summary:
