@@ -47,8 +47,6 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
     `packages`: a subset of packages.DEFAULT_PACKAGES (default: all); any other name is refused. `debs`: a folder of
     .deb files used instead of downloading (.deb files of other packages there are ignored). `force`: redo every
     package even when its record is current."""
-    from tqdm import tqdm
-
     if not min_seconds >= 0:
         raise SampleCNNError(f"--min-seconds must be 0 or more, got {min_seconds}")
     names = select(packages)
@@ -57,26 +55,12 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
     (out / "audio").mkdir(parents=True, exist_ok=True)
     records.clear_stale(out)
 
-    say = tqdm.write if progress else log
-    yielded, skipped = [], []
-    bar = tqdm(names, unit="pkg", disable=not progress, position=0)
-    for package in bar:
-        bar.set_postfix_str(package)
-        rule = rule_for(package)
-        fingerprint = _fingerprint(rule, min_seconds)
-        version = versions[package]
-        record = None if force else records.current_record(out, package, fingerprint, version)
-        if record is not None:
-            skipped.append(package)
-            say(f"{package} {version}: already extracted, skipped")
-        else:
-            record = _do_package(out, package, rule, fingerprint, local.get(package, (None,))[0], min_seconds,
-                                 progress)
-            hours = sum(r["duration"] for r in record["kept"]) / 3600
-            say(f"{package} {record['version']}: {len(record['kept'])} tracks, {hours:.2f} h "
-                f"({record['seconds']:.0f} s)")
-        yielded.append(record)
-    bar.close()
+    done, skipped = records.each_package(
+        out, names, versions, lambda p: _fingerprint(rule_for(p), min_seconds),
+        lambda p, fingerprint, say: _do_package(out, p, rule_for(p), fingerprint, local.get(p, (None,))[0],
+                                                min_seconds, progress),
+        lambda kept: f"{len(kept)} tracks, {sum(r['duration'] for r in kept) / 3600:.2f} h", force, progress, log)
+    yielded = list(done.values())
     summary = manifest.write(out, yielded)
     summary.skipped = skipped
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..fileio import atomic_path
@@ -46,10 +47,10 @@ class Summary(BuildSummary):
         return self.layout_lines(_LAYOUT, f"unique tracks >= {min_seconds:g} s")
 
 
-def write(out: str | os.PathLike, records: list[dict]) -> Summary:
-    """Resolve cross-package duplicates, add the split, write excluded.csv then manifest.csv under `out`."""
-    out = Path(out)
-    rows, excluded, seen = [], [], {}
+def first_copies(records: list[dict], excluded: list[dict]) -> Iterator[tuple[dict, dict]]:
+    """(record, kept row) for every file whose audio and bytes no earlier row had, in the records' order; the later
+    copies go to `excluded` as duplicates of the first, after each record's own exclusions."""
+    seen: dict[str, str] = {}
     for rec in records:
         excluded.extend(rec["excluded"])
         for row in rec["kept"]:
@@ -59,7 +60,14 @@ def write(out: str | os.PathLike, records: list[dict]) -> Summary:
                                  "original_path": row["original_path"], "reason": "duplicate", "detail": first})
                 continue
             seen[row["content_hash"]] = seen[row["file_sha256"]] = row["path"]
-            rows.append({**row, "split": split_of(row["package"])})
+            yield rec, row
+
+
+def write(out: str | os.PathLike, records: list[dict]) -> Summary:
+    """Resolve cross-package duplicates, add the split, write excluded.csv then manifest.csv under `out`."""
+    out = Path(out)
+    excluded: list[dict] = []
+    rows = [{**row, "split": split_of(row["package"])} for _, row in first_copies(records, excluded)]
     write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, excluded)
     write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
     return Summary(rows, excluded, {rec["package"]: rec["version"] for rec in records})

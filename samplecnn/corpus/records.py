@@ -76,3 +76,30 @@ def redo_package(out: Path, package: str, fingerprint: str, deb: Path | None, mi
     with atomic_path(record_path(out, package), overwrite=True) as t:
         t.write_text(json.dumps(record, indent=1), encoding="utf-8")
     return record
+
+
+def each_package(out: Path, names: list[str], versions: dict[str, str], fingerprint_of: Callable[[str], str],
+                 build: Callable[[str, str, Callable[[str], None]], dict], describe: Callable[[list[dict]], str],
+                 force: bool, progress: bool, log: Callable[[str], None]) -> tuple[dict[str, dict], list[str]]:
+    """({package: record}, packages reused): each package's record reused where it is current (unless `force`),
+    else made by `build(package, fingerprint, say)`; one progress bar and one line per package, `describe(kept)`
+    saying what a newly built one yielded."""
+    from tqdm import tqdm
+
+    say = tqdm.write if progress else log
+    done, skipped = {}, []
+    bar = tqdm(names, unit="pkg", disable=not progress, position=0)
+    for package in bar:
+        bar.set_postfix_str(package)
+        fingerprint = fingerprint_of(package)
+        version = versions[package]
+        record = None if force else current_record(out, package, fingerprint, version)
+        if record is not None:
+            skipped.append(package)
+            say(f"{package} {version}: already extracted, skipped")
+        else:
+            record = build(package, fingerprint, say)
+            say(f"{package} {record['version']}: {describe(record['kept'])} ({record['seconds']:.0f} s)")
+        done[package] = record
+    bar.close()
+    return done, skipped

@@ -60,7 +60,6 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
     `packages`: a subset of voice_sources.DEFAULT_PACKAGES (default: all); any other name is refused. `debs`: a
     folder of .deb files used instead of downloading. `force`: redo every package even when its record is current.
     Records of packages not asked for this time stay, and their clips stay in the tables."""
-    from tqdm import tqdm
 
     if not min_seconds >= 0:
         raise SampleCNNError(f"--min-seconds must be 0 or more, got {min_seconds}")
@@ -70,26 +69,11 @@ def build(out: str | os.PathLike, packages: list[str] | None = None, debs: str |
     (out / "audio").mkdir(parents=True, exist_ok=True)
     records.clear_stale(out)
 
-    say = tqdm.write if progress else log
-    yielded, skipped = {}, []
-    bar = tqdm(names, unit="pkg", disable=not progress, position=0)
-    for package in bar:
-        bar.set_postfix_str(package)
-        source = source_for(package)
-        fingerprint = _fingerprint(source, min_seconds)
-        version = versions[package]
-        record = None if force else records.current_record(out, package, fingerprint, version)
-        if record is not None:
-            skipped.append(package)
-            say(f"{package} {version}: already extracted, skipped")
-        else:
-            record = _do_package(out, package, source, fingerprint, local.get(package, (None,))[0], min_seconds,
-                                 progress, say)
-            minutes = sum(r["duration"] for r in record["kept"]) / 60
-            say(f"{package} {record['version']}: {len(record['kept'])} clips, {minutes:.1f} min "
-                f"({record['seconds']:.0f} s)")
-        yielded[package] = record
-    bar.close()
+    yielded, skipped = records.each_package(
+        out, names, versions, lambda p: _fingerprint(source_for(p), min_seconds),
+        lambda p, fingerprint, say: _do_package(out, p, source_for(p), fingerprint, local.get(p, (None,))[0],
+                                                min_seconds, progress, say),
+        lambda kept: f"{len(kept)} clips, {sum(r['duration'] for r in kept) / 60:.1f} min", force, progress, log)
     for package in _other_records(out, set(names)):  # finished by an earlier run with --packages
         yielded[package] = records.load_record(out, package)
     summary = voice_tables.write(out, [r for r in yielded.values() if r is not None])

@@ -13,7 +13,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .manifest import write_csv
+from .manifest import first_copies, write_csv
 from .summary import BuildSummary, Layout
 from .voice_sources import SOURCES, labels, split_of
 
@@ -50,20 +50,11 @@ def write(out: str | os.PathLike, records: list[dict]) -> Summary:
     out = Path(out)
     order = {name: i for i, name in enumerate(SOURCES)}
     records = sorted(records, key=lambda rec: order.get(rec["package"], len(order)))
-    rows, excluded, seen = [], [], {}
-    for rec in records:
-        excluded.extend(rec["excluded"])
-        kind = SOURCES[rec["package"]].kind
-        for row in rec["kept"]:
-            first = seen.get(row["content_hash"]) or seen.get(row["file_sha256"])
-            if first:
-                excluded.append({"package": row["package"], "version": row["version"],
-                                 "original_path": row["original_path"], "reason": "duplicate", "detail": first})
-                continue
-            seen[row["content_hash"]] = seen[row["file_sha256"]] = row["path"]
-            lab = labels(row["package"], row["original_path"])
-            rows.append({**row, "lang": lab.lang, "gender": lab.gender, "speaker": lab.speaker, "kind": kind,
-                         "split": split_of(row["package"])})
+    rows, excluded = [], []
+    for rec, row in first_copies(records, excluded):
+        lab = labels(row["package"], row["original_path"])
+        rows.append({**row, "lang": lab.lang, "gender": lab.gender, "speaker": lab.speaker,
+                     "kind": SOURCES[rec["package"]].kind, "split": split_of(row["package"])})
     write_csv(out / "excluded.csv", EXCLUDED_COLUMNS, excluded)
     write_csv(out / "manifest.csv", MANIFEST_COLUMNS, rows)
     return Summary(rows, excluded, {rec["package"]: rec["version"] for rec in records})
