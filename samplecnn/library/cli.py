@@ -20,7 +20,11 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
     cl.add_db(p, help="library database (created if missing)")
     cl.add_model(p)
     p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4; "
-                                                 "16 with a GPU)")
+                                                 "16 with a GPU); with --ray: files decoded at once")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="decode and run the model on a Ray cluster: alone, a Ray started on this machine; 'auto' or "
+                        "an address (host:port), the running cluster it names (needs the ray extra)")
+    p.add_argument("--actors", type=int, help="with --ray: model actors (default: one per GPU, else one per node)")
     cl.add_batch_size(p)
     cl.add_device(p)
     p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")
@@ -39,7 +43,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     report = index.index(args.inputs, args.db, model=args.model, workers=args.workers, batch_size=args.batch_size,
                          device=args.device, taggrams=args.taggrams, prune=args.prune,
-                         progress=sys.stderr.isatty(), verify=args.verify)
+                         progress=sys.stderr.isatty(), verify=args.verify, ray=args.ray, actors=args.actors)
     with store.Library(args.db) as lib:
         total = lib.count(report.model_id) if report.model_id else 0
         print(f"{report.indexed} track(s) tagged ({report.new} new, {report.retagged} changed), "
