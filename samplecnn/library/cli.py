@@ -38,9 +38,12 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from . import index, store, tagwrite
+    from . import index, sources, store, tagwrite
     from .output import quote_path
 
+    if args.write_tags and any(sources.is_url(p) for p in args.inputs):
+        raise SampleCNNError("--write-tags edits local files only; a URL was given (index it, then run write-tags "
+                             "where the files are mounted)")
     report = index.index(args.inputs, args.db, model=args.model, workers=args.workers, batch_size=args.batch_size,
                          device=args.device, taggrams=args.taggrams, prune=args.prune,
                          progress=sys.stderr.isatty(), verify=args.verify, ray=args.ray, actors=args.actors)

@@ -3,6 +3,8 @@
 The pipeline: decoder worker processes (decode.py) hash, decode and segment files in parallel, each streaming its
 file's segments through its own pipe; this process gathers segments of any files into model batches as they come
 (the model never waits for one file to be decoded whole), and commits each finished track in its own transaction.
+With `ray=`, the decoding and the model run on a Ray cluster instead (cluster.py); the plan and the commits here
+are the same (_Committing). Inputs are local paths or fsspec URLs (sources.py).
 
 Reliability, by construction:
 - each decoder holds one file at a time and has its own pipe, so a decoder that dies (killed, out of memory, a
