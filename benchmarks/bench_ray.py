@@ -33,13 +33,14 @@ sys.path.insert(0, str(ROOT))
 from bench_index_memory import make_library  # noqa: E402
 
 from samplecnn.library import store  # noqa: E402
+from samplecnn.library.cluster import LOOPBACK_ENV  # noqa: E402
 
 
 def index(folder: Path, db: Path, model: str, *extra: str) -> float:
     db.unlink(missing_ok=True)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "samplecnn", "index", str(folder), "--db", str(db), "--model", model,
-                    *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+                    *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env={**os.environ, **LOOPBACK_ENV})
     return time.perf_counter() - t
 
 
@@ -117,6 +118,7 @@ def main() -> None:
     port = free_port()
     address = f"127.0.0.1:{port}"
     ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+    os.environ.update(LOOPBACK_ENV)  # the head, this process and the commands on 127.0.0.1 only
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
                     f"--object-store-memory={args.object_store_mb * 2**20}", "--include-dashboard=false",

@@ -26,6 +26,8 @@ from samplecnn.library import store
 from conftest import SR, music_like
 
 OBJECT_STORE = 200 * 2**20
+# before Ray is imported: its nodes, and this process joining them, on 127.0.0.1 only (cluster.LOOPBACK_ENV)
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +39,6 @@ def cluster():
     try:
         c.add_node(**node)
         c.wait_for_nodes()
-        # the head listens on 127.0.0.1 only; its `address` names the machine's own IP
-        c.loopback = "127.0.0.1:" + c.address.rsplit(":", 1)[1]
         yield c
     finally:
         c.shutdown()
@@ -124,7 +124,7 @@ def test_index_on_a_cluster_with_killed_workers_matches_the_plain_index(cluster,
     for k in killers:
         k.start()
     try:
-        code = main(["index", str(music), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.loopback])
+        code = main(["index", str(music), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.address])
     finally:
         stop.set()
         for k in killers:
@@ -136,7 +136,7 @@ def test_index_on_a_cluster_with_killed_workers_matches_the_plain_index(cluster,
     assert_same_library(db, plain)
 
     # a rerun on the cluster finds nothing to do: the same plan as the single-machine index
-    assert main(["index", str(music), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.loopback]) == 1
+    assert main(["index", str(music), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.address]) == 1
     assert "0 track(s) tagged (0 new, 0 changed), 6 unchanged, 2 failed" in capsys.readouterr().out
     assert_same_library(db, plain)
 
@@ -144,7 +144,7 @@ def test_index_on_a_cluster_with_killed_workers_matches_the_plain_index(cluster,
 def test_file_urls_are_read_by_every_node_and_stored_as_given(cluster, music, plain, ckpt_path, tmp_path, capsys):
     db = tmp_path / "urls.sqlite"
     url = "file://" + str(music)
-    code = main(["index", url, "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.loopback])
+    code = main(["index", url, "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.address])
     assert code == 1, capsys.readouterr().err
     assert_same_library(db, plain, rename=lambda p: "file://" + p)
     # the single-machine index reads the same URLs the same way, and agrees that nothing changed
@@ -159,3 +159,56 @@ def test_ray_not_installed_is_one_line(monkeypatch, music, ckpt_path, tmp_path, 
     assert code == 1 and err.strip().splitlines() == [
         "samplecnn: error: --ray needs Ray, which is not installed: pip install 'samplecnn[ray]'"]
     assert not (tmp_path / "x.sqlite").exists()
+
+
+def _committed(db) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as con:
+            return con.execute("SELECT count(*) FROM tracks").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def _ray_of(pid: int) -> list[int]:
+    """Processes of the Ray that process `pid` started itself (Ray names its session folder after that pid)."""
+    mine = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if f"_{pid}/".encode() in cmdline.read_bytes() or f"_{pid}\0".encode() in cmdline.read_bytes():
+                mine.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return mine
+
+
+def test_a_sigkilled_command_leaves_a_consistent_library_no_ray_behind_and_the_rerun_finishes(
+        cluster, music, plain, ckpt_path, tmp_path):
+    """Killed with its own Ray (`--ray` alone) after the first commit; the rerun joins the test cluster."""
+    import subprocess
+
+    db = tmp_path / "killed.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "samplecnn", "index", str(music), "--db", str(db), "--model",
+                             str(ckpt_path), "--ray"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while _committed(db) < 1:
+            assert proc.poll() is None, f"the run ended before the kill point: {proc.communicate()}"
+            time.sleep(0.05)
+        assert _ray_of(proc.pid), "the command started a Ray of its own"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    deadline = time.monotonic() + 60
+    while _ray_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _ray_of(proc.pid), "the Ray the killed command started went with it"
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    kept = library(db)[0]
+    assert 1 <= len(kept) < 6
+    want = library(plain)[0]
+    for path, t in kept.items():  # what was committed is whole
+        np.testing.assert_allclose(t.scores, want[path].scores, atol=1e-4)
+    assert main(["index", str(music), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.address]) == 1
+    assert_same_library(db, plain)

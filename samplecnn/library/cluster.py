@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -46,8 +47,17 @@ _CALLS_PER_ACTOR = 2       # one running, one whose chunks move to the actor mea
 _AHEAD_OBJECTS = 2         # objects a decode task may yield that this process has not taken: one header + chunk
 
 
-def check_available() -> None:
-    """A one-line error, before anything runs, where Ray is not installed."""
+# Ray reads this once, on import: "0" makes it take 127.0.0.1 as this node's address (it otherwise replaces a
+# loopback address by the machine's own, and listens there), so that a Ray started here serves only this machine.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def check_available(address: str) -> None:
+    """A one-line error, before anything runs, where Ray is not installed. `address` "local": the Ray this process
+    will start listens on 127.0.0.1 only."""
+    if address == "local":
+        for name, value in LOOPBACK_ENV.items():
+            os.environ.setdefault(name, value)
     try:
         import ray  # noqa: F401
     except ImportError:

@@ -130,7 +130,7 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
     if ray is not None:
         from . import cluster
 
-        cluster.check_available()
+        cluster.check_available(ray)
     files, input_errors = sources.find(inputs)
     # with Ray the model runs in its actors; here only its song results are made (Tagger.song_result)
     tagger, record = tagger_and_record(model, device="cpu" if ray is not None else device, batch_size=batch_size)
