@@ -195,7 +195,8 @@ def test_a_sigkilled_command_leaves_a_consistent_library_no_ray_behind_and_the_r
             time.sleep(0.05)
         assert _ray_of(proc.pid), "the command started a Ray of its own"
     finally:
-        os.kill(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()

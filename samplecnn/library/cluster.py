@@ -74,7 +74,8 @@ def connect(address: str) -> bool:
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
     try:
         if address == "local":
-            ray.init(num_cpus=usable_cpus(), _node_ip_address="127.0.0.1", **quiet)
+            # "local": a new Ray even where one runs already (ray.init alone would join that one)
+            ray.init(address="local", num_cpus=usable_cpus(), _node_ip_address="127.0.0.1", **quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as e:
