@@ -119,6 +119,8 @@ def main() -> None:
     address = f"127.0.0.1:{port}"
     ray = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
     os.environ.update(LOOPBACK_ENV)  # the head, this process and the commands on 127.0.0.1 only
+    # a head on loopback for this machine alone: no token (`ray start` would make one that the commands lack)
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     subprocess.run([ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", f"--num-cpus={cpus}",
                     f"--object-store-memory={args.object_store_mb * 2**20}", "--include-dashboard=false",
