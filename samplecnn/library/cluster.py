@@ -4,9 +4,9 @@ Only where the work runs differs from the decoder processes of index.py: the wal
 unchanged files, the decoding and cutting (decode.messages), the forward pass (Tagger.run_segments) and the commits
 (index._Committing: one transaction per track, in this process, the one that holds the library) are the same code.
 
-Ray Core tasks and actors, not Ray Data (README, Benchmarks: measured on this machine): a file's segments must come
-back together to one commit, retried as one file, and the index must say which file failed and why; Ray Data's
-rows would need a group-by over the whole stream and hide per-file failures in its own retries.
+Ray Core tasks and actors, not Ray Data: a file's segments must come back together to one commit, retried as one
+file, and the index must say which file failed and why; Ray Data's rows would need a group-by over the whole stream
+and hide per-file failures in its own retries.
 
 - Each file is one decode task, a Ray streaming generator running decode.messages: a small ("segments", n) header,
   then the chunk of n segments as an object of its own, ...; then the file's last message. The chunks stay in the
