@@ -155,7 +155,7 @@ class SampleCNNPlugin(BeetsPlugin):
             tagger = self._load(model)  # a bad checkpoint stops here, with one line, before any item is changed
             try:
                 result = tagger.tag(path)
-                own = [(pack, pack.scores(tagger.embed(path))) for pack in tag_packs]
+                own = [(pack, pack.scores(result.embedding)) for pack in tag_packs]
             except SampleCNNError as e:
                 if e.path is None:
                     raise

@@ -120,10 +120,11 @@ def song_rows(model, info, files: list[str]) -> dict:
         for f in files:
             tagger.tag(f)
         out[f"tag_{precision}_x_rt"] = decoded / (time.perf_counter() - t0)
-    check = verification.verify_bf16(model, info, files, device="cuda")
+    songs, _ = verification.read_songs(files, seconds=None)
+    check = verification.check_precision(model, info, songs, ["bf16"], device="cuda")["bf16"]
     out.update({"audio_seconds": round(decoded, 1), "bf16_max_score_diff": check["max_score_diff"],
-                "bf16_max_segment_diff": check["max_segment_diff"], "bf16_top5_same": check["top5_same"],
-                "files": check["files"]})
+                "bf16_top5_violations": check["top5_violations"],
+                "bf16_decision_violations": check["decision_violations"], "files": check["files"]})
     return out
 
 

@@ -6,15 +6,17 @@ Prints one table per run (plain, then markdown for the README) for the same file
 stereo mp3 plus the three reference excerpts in ../shared/musicnn-reference (real music) when present. Each path
 runs in a fresh process (malloc state and thread pools are process-wide); the rows add one change at a time:
 "before" (the old code: BatchNorm unfolded, batch 1, glibc's default malloc), folded BatchNorm, malloc tuning
-(= what `samplecnn tag` runs, precision "auto"), batch 4, decoding ahead in a thread, bf16 at batch 1 and 8, ONNX
-Runtime fp32 / int8 (static, calibrated on the reference excerpts), and musicnn. Columns:
+(fp32), batch 4, decoding ahead in a thread, bf16 in the Conv1d layout, bf16 planar (height-1 Conv2d, channels-last)
+at batch 1 and 8, int8 (ONNX Runtime, the checkpoint's calibrated int8 model), ONNX Runtime fp32, "auto" (what
+`samplecnn tag` runs: the precision the checkpoint's check on this kind of CPU allows) and musicnn. Columns:
 - x real time of `tagger.tag(path)` per path, decode + resample + segment + model + aggregate included (best of 2-3
   after a warm-up); the ratio to musicnn (our PyTorch port of MTT_musicnn, in the same run; the original TensorFlow
   package is slower than the port: README, Benchmarks);
 - model-only segments/s at the path's batch size, achieved GFLOP/s and its fraction of the measured peak of the
-  same precision (the better of a 4096^3 matmul and a 512-channel k=3 Conv1d);
-- accuracy against the fp32 eager reference: the largest song-level score difference and whether the top 5 tags
-  are the same, on every file. The model is the bundled trained default one when installed, else untrained
+  same precision (the best of a 4096^3 matmul, a 512-channel k=3 Conv1d and the same as a planar Conv2d);
+- accuracy against the fp32 eager reference: the largest song-level score difference and whether the precision
+  rule (samplecnn.precision.compare: scores within 0.01, top-5 changes only between near ties, decisions only near
+  the threshold) holds on every file. The model is the bundled trained default one when installed, else untrained
   weights (then these numbers only show numerical drift on random weights, not accuracy);
 Then decode speed, peak RSS of tagging a generated 2-hour low-bitrate mp3 (in a subprocess, VmHWM), and the
 start-up time of `samplecnn tag` on a short file against `python -c "import torch"`.
@@ -41,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from samplecnn import audio, checkpoint, devices, models, precision  # noqa: E402
+from samplecnn import audio, checkpoint, devices, int8, models, precision  # noqa: E402
 from samplecnn.inference import SegmentOutputs, Tagger  # noqa: E402
 from samplecnn.segments import segment_batches  # noqa: E402
 
@@ -169,37 +171,20 @@ class OrtTagger(Tagger):
         return SegmentOutputs(probabilities, embeddings)
 
 
-def quantize_int8(onnx_path: Path, out: Path, calibration: list[np.ndarray]) -> Path:
-    """Static int8 quantisation (QDQ, per-channel weights) calibrated on segments of real music."""
-    import logging
-
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    logging.getLogger().setLevel(logging.ERROR)  # its "consider pre-processing" advice, twice
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter([{"audio": s[None, None, :]} for s in calibration])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(onnx_path), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return out
-
-
-# name -> (precision, BatchNorm folded, malloc tuning, batch size, prefetch blocks, engine); None = the default
+# name -> (precision, BatchNorm folded, malloc tuning, batch size, prefetch blocks, engine); None = the default.
+# Engine "conv1d": torch with bf16 kept in the Conv1d layout (the Tagger runs bf16 planar on a CPU).
 PATHS = {
     "fp32 eager (before)": ("fp32", False, False, 1, 0, "torch"),
     "fp32 folded BN": ("fp32", True, False, 1, 0, "torch"),
-    "fp32 folded + malloc (auto)": ("auto", True, True, None, None, "torch"),
-    "  same, batch 4": ("auto", True, True, 4, None, "torch"),
-    "  same + prefetch": ("auto", True, True, None, 2, "torch"),
-    "bf16 folded + malloc": ("bf16", True, True, 1, None, "torch"),
-    "  same, batch 8 (bf16 default)": ("bf16", True, True, None, None, "torch"),
+    "fp32 folded + malloc": ("fp32", True, True, None, None, "torch"),
+    "  same, batch 4": ("fp32", True, True, 4, None, "torch"),
+    "  same + prefetch": ("fp32", True, True, None, 2, "torch"),
+    "bf16 Conv1d, batch 8": ("bf16", True, True, 8, None, "conv1d"),
+    "bf16 planar, batch 1": ("bf16", True, True, 1, None, "torch"),
+    "bf16 planar, batch 8": ("bf16", True, True, None, None, "torch"),
+    "int8 (ONNX Runtime), batch 8": ("int8", True, True, None, None, "torch"),
     "ONNX Runtime fp32": ("fp32", True, True, None, None, "model.onnx"),
-    "ONNX Runtime int8": ("fp32", True, True, None, None, "model.int8.onnx"),
+    "auto (samplecnn tag)": ("auto", True, True, None, None, "torch"),
     "musicnn (PyTorch port)": (None, None, True, None, 0, "musicnn"),
 }
 
@@ -215,9 +200,12 @@ def make_tagger(name: str, ckpt: Path, tmp: Path):
 
         return load_teacher("MTT_musicnn")
     model, info = checkpoint.read(ckpt)
-    if engine != "torch":
+    if engine.endswith(".onnx"):
         return OrtTagger(tmp / engine, model, info, torch.get_num_threads(), batch_size=batch, prefetch_blocks=ahead)
-    tagger = Tagger(model, info, precision=precision, batch_size=batch, prefetch_blocks=ahead)
+    tagger = Tagger(model, info, precision=precision, batch_size=batch, prefetch_blocks=ahead,
+                    int8_model=int8.int8_path(tmp / "model.safetensors"))
+    if engine == "conv1d":
+        tagger.model.planar = False
     if not folded:
         tagger.model = model.eval()
     return tagger
@@ -226,7 +214,7 @@ def make_tagger(name: str, ckpt: Path, tmp: Path):
 def measure_path(name: str, ckpt: Path, tmp: Path, files: list[Path], model_seconds: float) -> dict:
     """Whole-song speed (x real time) and song scores per file, and model-only segments/s, for one path."""
     tagger = make_tagger(name, ckpt, tmp)
-    out = {"speed": {}, "scores": {}, "seconds": {}, "rate": None}
+    out = {"speed": {}, "scores": {}, "seconds": {}, "rate": None, "precision": getattr(tagger, "precision", None)}
     for f in files:
         result = tagger.tag(f)  # warm-up (and the scores and the duration)
         best = min(_timed(lambda f=f: tagger.tag(f)) for _ in range(2 if result.duration > 60 else 3))
@@ -267,6 +255,8 @@ def model_only(name: str, tagger: Tagger, x: np.ndarray, seconds: float) -> floa
     batch = np.repeat(x[None, None, :], tagger.batch_size, axis=0)
     if isinstance(tagger, OrtTagger):
         return tagger.batch_size * throughput(tagger.run_numpy, batch, seconds)
+    if tagger.int8 is not None:
+        return tagger.batch_size * throughput(tagger.int8, batch[:, 0, :], seconds)
     with torch.inference_mode():
         return tagger.batch_size * throughput(tagger.model, torch.from_numpy(batch), seconds)
 
@@ -304,15 +294,41 @@ def startup(ckpt: Path, short: Path, runs: int) -> tuple[float, float]:
 # the run
 
 
-def conv_peak_gflops(dtype: torch.dtype, channels: int = 512, length: int = 8192, repeats: int = 5) -> float:
+def conv_peak_gflops(dtype: torch.dtype, channels: int = 512, length: int = 8192, repeats: int = 5,
+                     planar: bool = False) -> float:
     """A large k=3 Conv1d (oneDNN, the kernels SampleCNN runs on): on AMD CPUs torch's fp32 matmul goes through a
-    BLAS that does not use AVX-512, so the matmul alone understates what the convolutions can reach."""
+    BLAS that does not use AVX-512, so the matmul alone understates what the convolutions can reach. `planar`: the
+    same as a height-1 Conv2d in channels-last memory, the layout that reaches oneDNN's AMX kernels."""
     x = torch.randn(1, channels, length, dtype=dtype)
     w = torch.randn(channels, channels, 3, dtype=dtype)
+    if planar:
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        w = w.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        conv = lambda: torch.conv2d(x, w, padding=(0, 1))  # noqa: E731
+    else:
+        conv = lambda: torch.conv1d(x, w, padding=1)  # noqa: E731
     with torch.inference_mode():
-        torch.conv1d(x, w, padding=1)
-        best = min(_timed(lambda: torch.conv1d(x, w, padding=1)) for _ in range(repeats))
+        conv()
+        best = min(_timed(conv) for _ in range(repeats))
     return 2 * channels * channels * 3 * length / best / 1e9
+
+
+def int8_peak_gops(n: int = 2048, repeats: int = 3) -> float | None:
+    """An int8 x int8 -> int32 matmul (torch._int_mm), where this torch has one on the CPU; else None."""
+    try:
+        a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        b = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+        torch._int_mm(a, b)
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return None
+    return 2 * n**3 / min(_timed(lambda: torch._int_mm(a, b)) for _ in range(repeats)) / 1e9
+
+
+def cpu_description() -> str:
+    """The CPU model, its low-precision ISA class and the flags that decide the kernels."""
+    flags = sorted(f for f in precision._cpu_flags() if f.startswith(("amx", "avx512_bf16", "avx512_vnni",
+                                                                    "avx512f", "avx2", "avx_vnni")))
+    return f"{precision.cpu_model()} ({precision.device_kind('cpu')}; flags: {' '.join(flags) or 'none found'})"
 
 
 def main() -> None:
@@ -350,20 +366,24 @@ def main() -> None:
             shutil.copyfile(trained, ckpt)
         else:
             write_untrained(ckpt)
-        names = [n for n in PATHS if "bf16" not in n and not n.startswith("ONNX")]
+        names = [n for n in PATHS if "bf16" not in n and "int8" not in n and not n.startswith("ONNX")]
         if precision.fast_bf16("cpu") or args.bf16_anyway:
-            names[-1:-1] = ["bf16 folded + malloc", "  same, batch 8 (bf16 default)"]
+            names[-2:-2] = [n for n in PATHS if "bf16" in n]
         if args.onnx:
             try:
                 from samplecnn.onnx_export import export
 
                 export(ckpt, tmp / "model.onnx")
-                names.insert(-1, "ONNX Runtime fp32")
+                names.insert(-2, "ONNX Runtime fp32")
                 if args.int8:
-                    calib = [s for f in reference_wavs() for s in _segments(audio.decode_mono(f))]
-                    calib += _segments(audio.decode_mono(ROOT / "examples" / "loop_amen_full.flac"))
-                    quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx", calib)
-                    names.insert(-1, "ONNX Runtime int8")
+                    shipped = int8.int8_path(trained) if trained else None
+                    if shipped is not None and shipped.is_file():  # the int8 model the checkpoint's check made
+                        shutil.copyfile(shipped, int8.int8_path(ckpt))
+                    else:  # none: calibrated on the reference excerpts
+                        calib = [s for f in reference_wavs() for s in _segments(audio.decode_mono(f))]
+                        calib += _segments(audio.decode_mono(ROOT / "examples" / "loop_amen_full.flac"))
+                        int8.quantize(ckpt, calib, int8.int8_path(ckpt))
+                    names.insert(-3, "int8 (ONNX Runtime), batch 8")
             except ImportError as e:
                 print(f"(ONNX Runtime paths skipped: {e}; pip install 'samplecnn[onnx]')")
         results = {name: run_path(name, ckpt, tmp, files, args.model_seconds) for name in names}
@@ -373,11 +393,14 @@ def main() -> None:
         seconds = {f: results[names[0]]["seconds"][str(f)] for f in files}  # decoded once per path already
 
         devices.tune_malloc()  # for the peaks: no page faults in the large outputs
-        auto_precision = precision.resolve_precision("auto", checkpoint.read_info(ckpt).provenance)
+        auto_precision = results["auto (samplecnn tag)"]["precision"]
+        auto_record = precision.passing_record(checkpoint.read_info(ckpt).provenance, auto_precision)
+        thresholds = np.asarray(checkpoint.read_info(ckpt).thresholds)
         gflop = models.segment_gflop(checkpoint.read(ckpt)[0].eval())
         mm32, mm16 = matmul_peak_gflops(torch.float32), matmul_peak_gflops(torch.bfloat16)
         cv32, cv16 = conv_peak_gflops(torch.float32), conv_peak_gflops(torch.bfloat16)
-        peak32, peak16 = max(mm32, cv32), max(mm16, cv16)
+        pl32, pl16 = conv_peak_gflops(torch.float32, planar=True), conv_peak_gflops(torch.bfloat16, planar=True)
+        peak32, peak16, peak8 = max(mm32, cv32, pl32), max(mm16, cv16, pl16), int8_peak_gops()
         decode = min(_timed(lambda: audio.decode_mono(song)) for _ in range(3))
         decoded = audio.decode_mono(song)
         blocks = [decoded[i:i + 30 * SR] for i in range(0, len(decoded), 30 * SR)]
@@ -399,33 +422,40 @@ def main() -> None:
     overall = {n: total / sum(seconds[f] / speed[n][f] for f in files) for n in speed}
     mus = overall["musicnn (PyTorch port)"]
     header = ["path", *(f"{f.stem} x" for f in files), "all x", "/ musicnn", "model seg/s", "GFLOP/s",
-              "of peak", "max score diff", "top-5 same"]
+              "of peak", "max score diff", "rule holds"]
     rows = []
     for name in speed:
         is_musicnn = name.startswith("musicnn")
         rate = rates.get(name)
-        peak = peak16 if "bf16" in name else peak32
-        diffs = [precision.compare_scores(scores[ref_name][f], scores[name][f]) for f in files]
+        ran = results[name]["precision"]
+        peak = {"bf16": peak16, "int8": peak8}.get(ran, peak32)
+        checks = [precision.compare(scores[ref_name][f], scores[name][f], thresholds) for f in files]
         rows.append([
-            name, *(f"{speed[name][f]:.0f}" for f in files), f"{overall[name]:.0f}", f"{overall[name] / mus:.2f}",
+            name + (f" = {ran}" if name.startswith("auto") else ""), *(f"{speed[name][f]:.0f}" for f in files),
+            f"{overall[name]:.0f}", f"{overall[name] / mus:.2f}",
             f"{rate:.1f}" if rate else "-", f"{rate * gflop:.0f}" if rate else "-",
-            f"{rate * gflop / peak:.0%}" if rate and "int8" not in name else "-",
-            "-" if is_musicnn else f"{max(d for d, _ in diffs):.4f}",
-            "-" if is_musicnn else ("yes" if all(s for _, s in diffs) else "NO"),
+            f"{rate * gflop / peak:.0%}" if rate and peak else "-",
+            "-" if is_musicnn else f"{max(c.score_diff for c in checks):.4f}",
+            "-" if is_musicnn else ("yes" if all(c.passes for c in checks) else "NO"),
         ])
-    env = (f"torch {torch.__version__}, {args.threads} threads, native bf16: {precision.fast_bf16('cpu')}; "
+    env = (f"CPU: {cpu_description()}; "
+           f"torch {torch.__version__}, {args.threads} threads, native bf16: {precision.fast_bf16('cpu')}; "
            f"load average {load_start:.2f} at start, {load_mid:.2f} before the subprocesses, {load_end:.2f} at end "
            f"(this run's own 2 threads count)")
     notes = [
         f"files: {', '.join(f'{f.name} ({seconds[f]:.0f} s)' for f in files)}; x = x real time of tagger.tag(path), "
         "decode included; each path in a fresh process; model seg/s: the model alone at the path's batch size",
         f"model: default-size 3^9 SampleCNN, {gflop:.2f} GFLOP per segment, " + (
-            f"the bundled trained default model (auto resolves to {auto_precision}: its bf16_verified record "
-            f"{'passes' if auto_precision == 'bf16' else 'does not pass, or native bf16 is missing'})"
+            f"the bundled trained default model; auto resolves to {auto_precision} on this {precision.device_kind()}"
+            + (f" (its check here: {auto_record['files']} songs, max score diff {auto_record['max_score_diff']}, "
+               f"{auto_record['top5_changes']} top-5 changes, all near ties)" if auto_record else
+               " (no passing check of a faster precision on this kind of CPU)")
             if trained else "UNTRAINED weights (score differences are numerical drift on random weights, not "
             "accuracy)"),
-        f"peak GFLOP/s (best of 4096^3 matmul and a 512-channel k=3 Conv1d): fp32 {peak32:.0f} (matmul {mm32:.0f}, "
-        f"conv {cv32:.0f}), bf16 {peak16:.0f} (matmul {mm16:.0f}, conv {cv16:.0f})",
+        f"peak GFLOP/s (best of a 4096^3 matmul, a 512-channel k=3 Conv1d and the same as a planar Conv2d): fp32 "
+        f"{peak32:.0f} (matmul {mm32:.0f}, conv {cv32:.0f}, planar {pl32:.0f}), bf16 {peak16:.0f} (matmul "
+        f"{mm16:.0f}, conv {cv16:.0f}, planar {pl16:.0f}), int8 "
+        + (f"{peak8:.0f} GOP/s (2048^3 torch._int_mm)" if peak8 else "not measured (no CPU torch._int_mm)"),
         f"decode + resample to 22050 Hz mono ({song.name}): {args.seconds / decode:.0f}x real time; cutting the "
         f"decoded blocks into segments (segment_batches, batch 1): {args.seconds / segmenting:.0f}x",
         "malloc: glibc mmap/trim thresholds raised (devices.tune_malloc), so activations are reused instead of "

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from samplecnn import models
+from samplecnn import devices, models
 
 SEG = models.SEGMENT_SAMPLES
 
@@ -97,6 +97,7 @@ def main() -> None:
     parser.add_argument("--widths", default="1,0.5")
     args = parser.parse_args()
     widths = [float(w) for w in args.widths.split(",")]
+    devices.tune_malloc()  # as `samplecnn train` does on a CPU
     print(f"{cpu_description()}\ntorch {torch.__version__}, {torch.get_num_threads()} threads\n")
     print("| what | width | layout | precision | batch | segments/s |")
     print("|---|---|---|---|---|---|")

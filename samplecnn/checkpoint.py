@@ -124,6 +124,16 @@ def read(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[m
     return model.to(device).eval(), info
 
 
+def stored_half(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint stores its float weights as fp16 (`save(half=True)`): what a rewrite of its metadata
+    keeps, so that the weights come back bit for bit."""
+    try:
+        header, _, _ = _read_header(Path(path))
+    except _Refused as e:
+        raise CheckpointError(str(e), path) from None
+    return any(isinstance(v, dict) and v.get("dtype") == "F16" for k, v in header.items() if k != "__metadata__")
+
+
 def model_id(path: str | os.PathLike, name: str | None = None) -> str:
     """`name-<16 hex of the checkpoint file's hash>`: readable, and changes whenever the weights or metadata change;
     what a library stores with each track and what `serve` reports (default name: the file's stem)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def _commands() -> dict:
                   _learn_arguments, _cmd_learn),
         "models": ("list the registered models", _no_arguments, _cmd_models),
         "info": ("print a checkpoint's metadata", _info_arguments, _cmd_info),
+        "check-precision": ("check bf16/int8 against fp32 on real music and record the outcome for this kind of "
+                            "device (what --precision auto follows)", _check_precision_arguments,
+                            _cmd_check_precision),
         "init": ("write an untrained checkpoint of an architecture (a training start, a dry run)",
                  _init_arguments, _cmd_init),
         "import-keras": ("convert the notebook's Keras SampleCNN (.h5 or .keras) to a checkpoint",
@@ -120,6 +124,12 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="validate and export a moving average of the weights (default: 0.999 for cosine, else off)")
     p.add_argument("--init", metavar="CKPT|NAME",
                    help="start from this checkpoint's weights (or a registered model, e.g. default), fresh optimizer")
+    p.add_argument("--freeze", type=int, default=0, metavar="N",
+                   help="with --init: keep the first N of the ten convolution blocks (the stem, then the nine "
+                        "sample-level blocks) as loaded, BatchNorm statistics included (default: 0)")
+    p.add_argument("--augment-crops", action="store_true",
+                   help="without --teacher: augment each label crop (speed, filter, gain), e.g. for fine-tuning "
+                        "on a small collection")
     p.add_argument("--layout", choices=("auto", "conv1d", "planar"), default="auto",
                    help="planar: height-1 Conv2d in channels-last memory (oneDNN's fast bf16/AMX kernels); "
                         "auto: planar for bf16 on a CPU (default)")
@@ -305,9 +315,10 @@ def _tag_arguments(p: argparse.ArgumentParser) -> None:
                                                           "no overlap)")
     cl.add_batch_size(p)
     cl.add_device(p)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto: bf16 only where the hardware has it and the checkpoint records bf16 was verified on "
-                        "real music, else fp32 (default: %(default)s)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default="auto",
+                   help="auto: bf16 or int8 only where the checkpoint records that it passed the check on real "
+                        "music on this kind of device (`samplecnn info` lists them) and ran faster, else fp32; "
+                        "int8 needs the `onnx` extra (default: %(default)s)")
     p.add_argument("--tags", nargs="+", action="extend", default=[], metavar="PACK",
                    help="also score your own tags from these tag packs (`samplecnn learn`); put the files first")
     cl.add_force(p, "taggram files")
@@ -318,7 +329,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 
     if args.top_k < 0:
         raise SampleCNNError(f"--top-k must be 0 (all) or positive, got {args.top_k}")
-    tag_packs = _read_packs(args.tags, args.model)
+    tag_packs = _read_packs(args.tags, args.model, "--tags takes tag packs: put the audio files before --tags")
     files, failures = audio.find_audio(args.inputs)
     n_inputs = len(files) + len(failures)
     tagger = inference.load(args.model, device=args.device, batch_size=args.batch_size,
@@ -333,31 +344,69 @@ def _cmd_tag(args: argparse.Namespace) -> int:
         taggram_dir.mkdir(parents=True, exist_ok=True)
 
     writer = _Writer(args.format, args.top_k, tag_packs)
-    progress = _progress(files)
-    for i, path in enumerate(files):
+    failed = [(e.path, e.reason) for e in failures]
+    if len(files) > 1:
+        _tag_many(tagger, files, args, tag_packs, taggram_dir, writer, failed)
+    elif files:
+        path = files[0]
         try:
             result = tagger.tag(path, hop=args.hop)
-            # A second pass for the song embedding (Tagger has no public call giving both from one pass yet), at
-            # the default hop: the segments the packs' training embeddings were made of.
-            own = [(p, p.scores(tagger.embed(path))) for p in tag_packs]
-            if args.taggram:
-                from .plot import save_taggram
-
-                out = taggram_dir / f"{i:04d}_{path.stem}.png" if taggram_dir else Path(args.taggram)
-                save_taggram(result, out, overwrite=args.force)
+            _write_result(tagger, result, result.embedding if args.hop is None else None, 0, args, tag_packs, None,
+                          writer)
         except SampleCNNError as e:
-            if e.path is None:  # an option error (e.g. --hop) fails every file alike: stop now
+            if e.path is None:  # an option error (e.g. --hop)
                 raise
-            failures.append(e)
-            continue
-        finally:
-            progress.update(1)
-        progress.clear()
-        writer.write(result, own)
-        progress.refresh()
-    progress.close()
+            failed.append((e.path, e.reason))
     writer.close()
-    return cl.report_failures([(e.path, e.reason) for e in failures], n_inputs)
+    return cl.report_failures(failed, n_inputs)
+
+
+def _write_result(tagger, result, embedding, index: int, args, tag_packs, taggram_dir, writer) -> None:
+    """One song's output: its tag packs' scores, its taggram PNG, then its line(s) in the output. The packs score
+    the song embedding at the default hop (the segments their training embeddings were made of): `embedding`, or
+    when None a second pass over the file."""
+    if tag_packs and embedding is None:
+        embedding = tagger.embed(result.path)
+    own = [(p, p.scores(embedding)) for p in tag_packs]
+    if args.taggram:
+        from .plot import save_taggram
+
+        out = taggram_dir / f"{index:04d}_{Path(result.path).stem}.png" if taggram_dir else Path(args.taggram)
+        save_taggram(result, out, overwrite=args.force)
+    writer.write(result, own)
+
+
+def _tag_many(tagger, files: list[Path], args, tag_packs, taggram_dir, writer, failed: list) -> None:
+    """Several files through the index's pipeline: decoder processes beside the model, one model load, segments of
+    any files in each batch. Results arrive as files finish and are written in the order given."""
+    from .library.index import tag_files
+
+    order = {os.fspath(p): i for i, p in enumerate(files)}
+    ready: dict[int, tuple] = {}
+    written = 0
+
+    def flush() -> None:
+        nonlocal written
+        while written in ready:
+            path, result, embedding = ready.pop(written)
+            if result is not None:
+                try:
+                    _write_result(tagger, result, embedding if args.hop is None else None, written, args,
+                                  tag_packs, taggram_dir, writer)
+                except SampleCNNError as e:
+                    failed.append((e.path or path, e.reason))
+            written += 1
+
+    def on_result(path: str, result, embedding) -> None:
+        ready[order[path]] = (path, result, embedding)
+        flush()
+
+    def on_failure(path: str, reason: str) -> None:
+        failed.append((path, reason))
+        ready[order[path]] = (path, None, None)
+        flush()
+
+    tag_files(tagger, files, on_result, on_failure, hop=args.hop, progress=sys.stderr.isatty())
 
 
 class _Writer:
@@ -393,11 +442,9 @@ class _Writer:
         elif self.fmt in ("json", "jsonl"):
             doc = result.to_dict()
             if self.packs:
-                doc["pack_scores"] = {t: round(float(v), 4) for pack, scores in own
-                                      for t, v in zip(pack.tags, scores)}
-                doc["pack_decisions"] = [t for pack, scores in own for t in pack.decided(scores)]
-                doc["packs"] = [{"path": pack.path, "model_id": pack.model_id, "tags": pack.tags}
-                                for pack, _ in own]
+                from .packs import own_json
+
+                doc.update(own_json(own))
             if self.fmt == "jsonl":
                 print(json.dumps(doc))
             else:
@@ -419,31 +466,13 @@ class _Writer:
             print(json.dumps(self.results, indent=1))
 
 
-def _read_packs(paths: list[str], model: str) -> list:
-    """The tag packs of `--tags`, each checked against the model before any audio is decoded."""
+def _read_packs(paths: list[str], model: str, hint: str = "") -> list:
+    """The tag packs of `--tags`, each checked against `model` before any audio is decoded."""
     if not paths:
         return []
-    from .packs import model_id_of, read_pack
+    from .packs import model_id_of, read_packs
 
-    model_id = model_id_of(model)
-    out = []
-    for path in paths:
-        try:
-            pack = read_pack(path)
-        except SampleCNNError as e:
-            if not Path(path).exists() or "not a tag pack" in e.reason:
-                raise SampleCNNError(f"{e.reason} (--tags takes tag packs: put the audio files before --tags)",
-                                     path) from None
-            raise
-        pack.check_model(model_id)
-        out.append(pack)
-    return out
-
-
-def _progress(files: list):
-    from tqdm import tqdm
-
-    return tqdm(total=len(files), unit="file", disable=len(files) <= 3, file=sys.stderr, dynamic_ncols=True)
+    return read_packs(paths, model_id_of(model), hint)
 
 
 def _learn_arguments(p: argparse.ArgumentParser) -> None:
@@ -508,7 +537,7 @@ def _info_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import checkpoint, models, pretrained
+    from . import checkpoint, models, precision, pretrained
 
     path = pretrained.checkpoint_path(args.checkpoint)
     if args.json:  # the header alone: no weights read
@@ -526,8 +555,73 @@ def _cmd_info(args: argparse.Namespace) -> int:
     thr = info.thresholds
     print(f"thresholds   min {min(thr):.3f}, median {sorted(thr)[len(thr) // 2]:.3f}, max {max(thr):.3f}")
     for key, value in info.provenance.items():
-        print(f"{key:12s} {value}")
+        if key != precision.CHECKS_KEY:
+            print(f"{key:12s} {value}")
+    lines = precision.describe(info.provenance)
+    print(f"precision    auto runs {precision.resolve_precision('auto', info.provenance)} here "
+          f"({precision.device_kind()}, {precision.cpu_model()}); checks (rule: {precision.RULE}):")
+    for line in lines or ["none recorded (`samplecnn check-precision` makes them)"]:
+        print(f"  {line}")
     return EXIT_OK
+
+
+def _check_precision_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="registered model name (e.g. default) or checkpoint path")
+    p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="real music, at least 60 songs")
+    p.add_argument("--out", required=True, help="the checkpoint with the records (its weights unchanged); the "
+                                                 "int8 model goes beside it (NAME.int8.onnx)")
+    p.add_argument("--precision", nargs="+", choices=("bf16", "int8"), default=["bf16", "int8"], dest="candidates",
+                   help="the precisions to check (default: both)")
+    p.add_argument("--calibrate", nargs="+", default=[], metavar="FILE_OR_DIR",
+                   help="real music to calibrate int8's activation ranges on (not the check's songs); int8 is "
+                        "skipped without it")
+    p.add_argument("--excerpt", type=float, default=30.0, metavar="S",
+                   help="seconds from the middle of each file; 0 = whole files (default: %(default)s)")
+    cl.add_device(p)
+    cl.add_force(p)
+
+
+def _cmd_check_precision(args: argparse.Namespace) -> int:
+    from . import audio, checkpoint, devices, int8, precision, pretrained, verification
+
+    src = pretrained.checkpoint_path(args.checkpoint)
+    out = Path(args.out)
+    if out.exists() and not args.force:  # before minutes of work, not after
+        raise SampleCNNError("already exists (pass --force to replace it)", out)
+    seconds = args.excerpt or None
+    files, failures = audio.find_audio(args.inputs)
+    songs, bad = verification.read_songs(files, seconds)
+    failures = [(e.path, e.reason) for e in failures] + bad
+    if not songs:
+        raise SampleCNNError("no readable audio among the inputs")
+    model, info = checkpoint.read(src)
+    candidates = list(dict.fromkeys(args.candidates))
+    int8_file = None
+    if "int8" in candidates:
+        if not args.calibrate:
+            print("samplecnn: int8 skipped: it needs --calibrate FILE_OR_DIR (real music)", file=sys.stderr)
+            candidates.remove("int8")
+        else:
+            calib_files, calib_failures = audio.find_audio(args.calibrate)
+            calib, calib_bad = verification.read_songs(calib_files, seconds)
+            failures += [(e.path, e.reason) for e in calib_failures] + calib_bad
+            seg = info.segment_samples
+            segments = [s[i:i + seg] for _, s in calib for i in range(0, len(s) - seg + 1, seg)]
+            int8_file = int8.quantize(src, segments, int8.int8_path(out), overwrite=args.force)
+    device = devices.torch_device(args.device)
+    records = verification.check_precision(model, info, songs, candidates, device=device, int8_model=int8_file)
+    kind = precision.device_kind(device)
+    for name, record in records.items():
+        precision.record_check(info, kind, name, record)
+    checkpoint.save(out, model, info, half=checkpoint.stored_half(src), overwrite=args.force)
+    print(f"checked {', '.join(records)} on {len(songs)} songs ({kind}); wrote {out}"
+          + (f" and {int8_file}" if int8_file else ""))
+    for line in precision.describe(info.provenance, device):
+        print(f"  {line}")
+    if len(songs) < precision.MIN_FILES:
+        print(f"samplecnn: only {len(songs)} songs: a check passes on {precision.MIN_FILES} or more",
+              file=sys.stderr)
+    return cl.report_failures(failures, len(files) + len(failures), "skipped") if failures else EXIT_OK
 
 
 def _init_arguments(p: argparse.ArgumentParser) -> None:
@@ -588,7 +682,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
                              valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,
                              loss=args.loss, voices=args.voices, epoch_steps=args.epoch_steps, ema=args.ema,
-                             init=args.init,
+                             init=args.init, freeze=args.freeze, augment_crops=args.augment_crops,
                              layout=args.layout, export_best=args.export_best, valid_data=args.valid_data))
     if path is not None:
         print(f"trained model: {path}")
@@ -687,12 +781,15 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a web origin (e.g. http://localhost:3000) whose pages may POST here; repeatable "
                         "(default: only the service's own page)")
+    p.add_argument("--tags", nargs="+", action="extend", default=[], metavar="PACK",
+                   help="also score your own tags from these tag packs (`samplecnn learn`), beside the model's")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from . import server
 
-    server.serve(model=args.model, host=args.host, port=args.port, device=args.device,
+    tag_packs = _read_packs(args.tags, args.model)  # before the model loads: a wrong pack fails at once
+    server.serve(model=args.model, tag_packs=tag_packs, host=args.host, port=args.port, device=args.device,
                  limits=server.Limits(max_upload_bytes=int(args.max_upload_mb * 1e6), max_seconds=args.max_seconds,
                                       timeout=args.timeout, queue=args.queue, body_timeout=args.body_timeout),
                  allow_origins=args.allow_origin)

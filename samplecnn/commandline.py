@@ -27,7 +27,7 @@ EXIT_USAGE = 2        # argparse's own code for bad options
 EXIT_INTERRUPTED = 130
 
 DEVICE_HELP = "torch device (default: the local GPU if any, else cpu)"
-BATCH_HELP = "segments per forward pass (default on CPU: 1, 8 in bf16; GPU: 64; see inference.Tagger)"
+BATCH_HELP = "segments per forward pass (default on CPU: 1, 8 in bf16 and int8; GPU: 64; see inference.Tagger)"
 HIT_FORMATS = ("table", "json", "jsonl", "csv")
 
 

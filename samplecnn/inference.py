@@ -14,10 +14,10 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from . import audio, checkpoint, devices, folding, pretrained
+from . import audio, checkpoint, devices, folding, int8, pretrained
+from . import precision as precisions
 from .errors import SampleCNNError
 from .models import SampleCNN
-from .precision import resolve_precision
 from .prefetch import prefetch
 from .segments import SampleCounter, segment_batches
 from .workers import usable_cpus
@@ -57,6 +57,7 @@ class TagResult:
     padded: bool = False         # the song was shorter than one segment and was zero-padded
     path: str | None = None
     model: str | None = None
+    embedding: np.ndarray | None = None  # (embed_dim,) song embedding from the same pass (song_embedding)
 
     @property
     def scores(self) -> np.ndarray:
@@ -97,24 +98,31 @@ class TagResult:
 class Tagger:
     """A loaded model plus what its checkpoint says about it (tags, rates, thresholds).
 
-    `model` is the inference copy: BatchNorm folded into the convolutions (exact), in bf16 when `precision` resolves
-    to it (see precision.resolve_precision: "auto" uses bf16 only where it is native and the checkpoint records that
-    it was verified on real music). The model passed in is not modified.
+    `model` is the inference copy: BatchNorm folded into the convolutions (exact), in bf16 or int8 when `precision`
+    resolves to it (precision.resolve_precision: "auto" uses one only where the checkpoint records that it passed
+    the check on real music on this kind of device and was faster there). int8 runs the checkpoint's int8 ONNX
+    model (`int8_model`, made by `samplecnn check-precision`) in ONNX Runtime. The model passed in is not modified.
     """
 
     def __init__(self, model: SampleCNN, info: checkpoint.ModelInfo, name: str | None = None,
                  device: str | torch.device | None = None, batch_size: int | None = None,
-                 precision: str | None = "auto", prefetch_blocks: int | None = None):
+                 precision: str | None = "auto", prefetch_blocks: int | None = None,
+                 int8_model: str | os.PathLike | None = None):
         self.device = devices.torch_device(device)
-        self.precision = resolve_precision(precision, info.provenance, self.device)
+        self.precision = precisions.resolve_precision(precision, info.provenance, self.device)
+        self.int8 = _int8_model(int8_model, info, asked=precision == "int8") if self.precision == "int8" else None
+        if self.precision == "int8" and self.int8 is None:
+            self.precision = "fp32"  # "auto" chose int8, but the file its check was made with is not here
         if self.device.type == "cpu":
             devices.tune_malloc()  # activations are reused, not page-faulted in anew per segment
-        self.model = folding.inference_copy(model, self.precision).to(self.device)
+        self.model = folding.inference_copy(model, "bf16" if self.precision == "bf16" else "fp32",
+                                            self.device.type).to(self.device)
         self.info = info
         self.name = name
         # CPU: fp32 gains nothing from batches over 1 once activations are reused (tune_malloc), and batch 1 keeps
-        # memory lowest; bf16 gains from batch 8 (its kernels want more rows per call). GPUs want large batches.
-        cpu_batch = 8 if self.precision == "bf16" else 1
+        # memory lowest; bf16 and int8 gain from batch 8 (their kernels want more rows per call; bf16 planar loses
+        # again at 16). GPUs want large batches.
+        cpu_batch = 1 if self.precision == "fp32" else 8
         self.batch_size = batch_size or (cpu_batch if self.device.type == "cpu" else 64)
         # Blocks (30 s each) decoded ahead in a background thread while the model runs; 0 decodes in line. By default
         # only where a core is free for it (a GPU, or more cores than torch threads): when torch's threads take every
@@ -145,6 +153,9 @@ class Tagger:
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim != 2 or batch.shape[1] != self.info.segment_samples:
             raise ValueError(f"run_segments wants (n, {self.info.segment_samples}) segments, got {batch.shape}")
+        if self.int8 is not None:
+            probabilities, embeddings = self.int8(batch)
+            return SegmentOutputs(probabilities=probabilities, embeddings=embeddings)
         x = torch.from_numpy(batch).to(self.device).unsqueeze(1)
         embeddings = self.model.embed(x)
         logits = self.model.classifier(embeddings)  # == model(x) in eval mode (its dropout does nothing)
@@ -159,14 +170,16 @@ class Tagger:
         hop_samples = self._hop_samples(hop)
         outputs, n_samples = self._run(self._blocks(audio_in, sr), hop_samples, cancel)
         path = None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in)
-        return self.song_result(outputs.probabilities, n_samples, hop_samples, path=path)
+        return self.song_result(outputs.probabilities, n_samples, hop_samples, path=path,
+                                embeddings=outputs.embeddings)
 
     def song_result(self, probabilities: np.ndarray, n_samples: int, hop_samples: int | None = None,
-                    path: str | None = None) -> TagResult:
+                    path: str | None = None, embeddings: np.ndarray | None = None) -> TagResult:
         """A song's TagResult from its segments' probabilities (`run_segments`, in order), the number of samples
         decoded at the model's rate and the hop the segments were cut with (None: one segment, no overlap). The
         one place that turns segment outputs into a song: scores (`song_scores`), decisions (the checkpoint's
-        thresholds), duration and `padded` (shorter than one segment) are what `tag` and the library index give."""
+        thresholds), duration and `padded` (shorter than one segment) are what `tag` and the library index give;
+        the segments' `embeddings`, when given, become the song embedding (what tag packs score)."""
         hop = self.info.segment_samples if hop_samples is None else hop_samples
         seg = self.info.segment_samples
         probabilities = np.asarray(probabilities, dtype=np.float32)
@@ -175,7 +188,7 @@ class Tagger:
             segment_starts=np.arange(len(probabilities)) * hop / self.sample_rate,
             segment_seconds=seg / self.sample_rate, duration=n_samples / self.sample_rate,
             thresholds=np.asarray(self.info.thresholds, dtype=np.float32), padded=n_samples < seg,
-            path=path, model=self.name)
+            path=path, model=self.name, embedding=None if embeddings is None else song_embedding(embeddings))
 
     def embed(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
               per_segment: bool = False) -> np.ndarray:
@@ -226,6 +239,20 @@ class Tagger:
         return SegmentOutputs(np.concatenate(probabilities), np.concatenate(embeddings)), counter.n
 
 
+def _int8_model(path: str | os.PathLike | None, info: checkpoint.ModelInfo, asked: bool) -> int8.Int8Model | None:
+    """The int8 model to run: asked for explicitly, whatever file is there; chosen by "auto", only the very file
+    the checkpoint's passing int8 check was made with (its hash), else None (fp32)."""
+    if asked:
+        if path is None:
+            raise SampleCNNError("--precision int8 needs the checkpoint's int8 model (`samplecnn check-precision "
+                                 "--calibrate` makes it beside the checkpoint)")
+        return int8.Int8Model(path, torch.get_num_threads())
+    record = precisions.passing_record(info.provenance, "int8", "cpu")
+    if path is None or record is None or not Path(path).is_file() or record.get("int8_file") != int8.file_digest(path):
+        return None
+    return int8.Int8Model(path, torch.get_num_threads())
+
+
 class Cancelled(Exception):
     """Tagger.tag stopped because its `cancel` event was set."""
 
@@ -233,8 +260,10 @@ class Cancelled(Exception):
 def load(name_or_path: str | os.PathLike = "default", device: str | torch.device | None = None,
          batch_size: int | None = None, precision: str | None = "auto") -> Tagger:
     """Load a registered model by name (see `samplecnn models`) or a checkpoint file by path. `precision`: "auto"
-    (bf16 only where native and verified for this checkpoint, else fp32), "fp32" or "bf16"."""
+    (bf16 or int8 only where this checkpoint passed the check on this kind of device, else fp32), "fp32", "bf16"
+    or "int8" (the int8 model beside the checkpoint: int8.int8_path)."""
     path = pretrained.checkpoint_path(name_or_path)
     model, info = checkpoint.read(path)
     name = str(name_or_path) if str(name_or_path) in pretrained.MODELS else Path(path).stem
-    return Tagger(model, info, name=name, device=device, batch_size=batch_size, precision=precision)
+    return Tagger(model, info, name=name, device=device, batch_size=batch_size, precision=precision,
+                  int8_model=int8.int8_path(path))

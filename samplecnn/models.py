@@ -103,7 +103,7 @@ class BasicBlock(nn.Module):
         self.se = SqueezeExcitation(c_out, ratio) if ratio else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(torch.relu(self.bn(self.conv(x))))
+        x = self.pool(F.relu(self.bn(self.conv(x)), inplace=True))  # in place: one activation less to write
         return self.se(x) if self.se is not None else x
 
 
@@ -143,10 +143,10 @@ class SampleCNN(nn.Module):
         top = channels[-1]
         if stem == "strided":  # 59049 -> 19683 samples, no pooling
             self.stem = nn.Sequential(Conv(1, channels[0], 3, stride=3), BatchNorm(channels[0], eps=bn_eps),
-                                      nn.ReLU())
+                                      nn.ReLU(inplace=True))
         elif stem == "conv_pool":  # the notebook's first layer: 'same' conv at full rate, then pool
             self.stem = nn.Sequential(Conv(1, channels[0], 3, padding=1), BatchNorm(channels[0], eps=bn_eps),
-                                      nn.ReLU(), MaxPool(3))
+                                      nn.ReLU(inplace=True), MaxPool(3))
         else:
             raise ValueError(f"unknown stem {stem!r}")
 

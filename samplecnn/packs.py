@@ -109,11 +109,49 @@ def write_pack(pack: TagPack, path: str | os.PathLike, overwrite: bool = False) 
     from .fileio import atomic_path
 
     _check(pack.to_json(), path)  # what read_pack would refuse is never written
-    text = json.dumps(pack.to_json(), allow_nan=False, separators=(",", ":")) + "\n"
+    text = pack_text(pack) + "\n"
     with atomic_path(path, overwrite=overwrite) as tmp:
         tmp.write_text(text, encoding="utf-8")
     pack.path = os.fspath(path)
     return Path(path)
+
+
+def pack_text(pack: TagPack) -> str:
+    """The pack as compact JSON: its file's content, and what a library stores of it."""
+    return json.dumps(pack.to_json(), allow_nan=False, separators=(",", ":"))
+
+
+def pack_from_text(text: str, path: str | os.PathLike | None = None) -> TagPack:
+    """The inverse of pack_text, checked like a file (a library's stored copy of a pack)."""
+    try:
+        doc = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        raise PackError("not a tag pack (not JSON)", path) from None
+    return _check(doc, path)
+
+
+def read_packs(paths: list[str | os.PathLike], model_id: str, hint: str = "") -> list[TagPack]:
+    """The packs of a `--tags` option, each read and checked against the model (by id) before any audio is
+    decoded. `hint` is added to the refusal of a file that is not a pack (e.g. an audio file taken for one)."""
+    out = []
+    for path in paths:
+        try:
+            pack = read_pack(path)
+        except PackError as e:
+            if hint and (not Path(path).exists() or "not a tag pack" in e.reason):
+                raise PackError(f"{e.reason} ({hint})", path) from None
+            raise
+        pack.check_model(model_id)
+        out.append(pack)
+    return out
+
+
+def own_json(own: list[tuple[TagPack, np.ndarray]], digits: int = 4) -> dict:
+    """The packs' part of a JSON result (`tag --format json`, the server's /v1/tag): their tags' scores, the decided
+    ones (best first, pack by pack) and the packs themselves. `own`: (pack, scores) per pack."""
+    return {"pack_scores": {t: round(float(v), digits) for pack, scores in own for t, v in zip(pack.tags, scores)},
+            "pack_decisions": [t for pack, scores in own for t in pack.decided(scores)],
+            "packs": [{"path": pack.path, "model_id": pack.model_id, "tags": pack.tags} for pack, _ in own]}
 
 
 def read_pack(path: str | os.PathLike) -> TagPack:

@@ -46,7 +46,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from . import __version__, audio, checkpoint, inference, pretrained
+from . import __version__, audio, checkpoint, inference, packs, pretrained
 from .errors import AudioError, SampleCNNError
 from .inference import Cancelled, Tagger, TagResult
 
@@ -176,10 +176,15 @@ def tag_file(tagger: Tagger, path: str, filename: str, max_seconds: float, cance
 
 
 def create_app(tagger: Tagger, model_id: str, limits: Limits | None = None, host: str = "127.0.0.1",
-               allow_origins: tuple[str, ...] | list[str] = ()):
+               allow_origins: tuple[str, ...] | list[str] = (), tag_packs: list | tuple = ()):
     """The ASGI app: FastAPI routes wrapped in the _Guard. `host` is the bound address (a Host header may name it);
-    `allow_origins` are the web origins other than the service's own whose pages may POST to it."""
+    `allow_origins` are the web origins other than the service's own whose pages may POST to it; `tag_packs`
+    (samplecnn.packs, checked against the model) are scored on every song beside the model's tags."""
     limits = limits or Limits()
+    tag_packs = list(tag_packs)
+    for pack in tag_packs:
+        pack.check_model(model_id)
+    packs.check_tag_names(tagger.tags, tag_packs)
     service = TagService(tagger, model_id, limits)
 
     @contextlib.asynccontextmanager
@@ -224,7 +229,9 @@ def create_app(tagger: Tagger, model_id: str, limits: Limits | None = None, host
             "id": model_id, "name": tagger.name, "arch": info.arch, "tags": list(info.tags),
             "thresholds": [float(t) for t in info.thresholds], "sample_rate": info.sample_rate,
             "segment_seconds": info.segment_samples / info.sample_rate,
-            "embed_dim": tagger.embed_dim, "default": True}]}
+            "embed_dim": tagger.embed_dim, "default": True,
+            "packs": [{"name": p.name, "tags": p.tags, "thresholds": [float(t) for t in p.thresholds]}
+                      for p in tag_packs]}]}
 
     @app.post("/v1/tag", summary="Tag an uploaded audio file")
     async def tag(file: UploadFile = File(..., description="the audio file (any format ffmpeg reads)"),
@@ -239,6 +246,9 @@ def create_app(tagger: Tagger, model_id: str, limits: Limits | None = None, host
         body["segment_seconds"] = round(result.segment_seconds, 4)
         body["segment_starts"] = [round(float(t), 3) for t in result.segment_starts]
         body["top"] = [{"tag": t, "score": round(s, 4)} for t, s in result.top(top_k)]
+        if tag_packs:  # beside the model's tags, as `samplecnn tag --tags` writes them; packs named, not located
+            body.update(packs.own_json([(p, p.scores(result.embedding)) for p in tag_packs]))
+            body["packs"] = [{"name": p.name, "model_id": p.model_id, "tags": p.tags} for p in tag_packs]
         body["taggram_url"] = f"/v1/results/{rid}/taggram.png"
         body["timing"] = timing
         return body
@@ -559,7 +569,8 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
-          limits: Limits | None = None, allow_origins: tuple[str, ...] | list[str] = ()) -> None:
+          limits: Limits | None = None, allow_origins: tuple[str, ...] | list[str] = (),
+          tag_packs: list | tuple = ()) -> None:
     """Load the model and run the app with uvicorn until interrupted."""
     origins = [normalize_origin(o) for o in allow_origins]  # a bad one fails before the model loads
     tagger = inference.load(model, device=device)
@@ -567,8 +578,9 @@ def serve(model: str = "default", host: str = "127.0.0.1", port: int = 8000, dev
     if not is_loopback(host):
         print(f"samplecnn: warning: serving on {host}, reachable from other machines; the service has no "
               "authentication", file=sys.stderr)
-    app = create_app(tagger, model_id, limits, host=host, allow_origins=origins)
-    print(f"samplecnn: serving {model_id}; the web page is at / and the API schema at /openapi.json",
+    app = create_app(tagger, model_id, limits, host=host, allow_origins=origins, tag_packs=tag_packs)
+    own = f" and the tags of {', '.join(p.name for p in tag_packs)}" if tag_packs else ""
+    print(f"samplecnn: serving {model_id}{own}; the web page is at / and the API schema at /openapi.json",
           file=sys.stderr)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", **uvicorn_options(app))

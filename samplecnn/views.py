@@ -64,15 +64,15 @@ class ViewSampler:
     """
 
     def __init__(self, cache: Cache, clips: np.ndarray, seed: int, augment: Augment = Augment(),
-                 voices: Cache | None = None):
+                 voices: Cache | None = None, voice_split: str = "train"):
         self.cache, self.clips, self.seed, self.augment = cache, np.asarray(clips), seed, augment
         lengths = cache.lengths[self.clips].astype(np.float64)
         self.weights = lengths / lengths.sum()
         self.voices = voices
         if voices is not None:
-            self.voice_clips = voices.indices("train")
+            self.voice_clips = voices.indices(voice_split)
             if len(self.voice_clips) == 0:
-                raise ValueError("the voice cache has no clips in its train split")
+                raise ValueError(f"the voice cache has no clips in its {voice_split} split")
             voice_lengths = voices.lengths[self.voice_clips].astype(np.float64)
             self.voice_weights = voice_lengths / voice_lengths.sum()  # every second of speech equally likely
 
@@ -98,7 +98,7 @@ class ViewSampler:
         if self.voices is not None and rng.random() < a.p_voice:
             x = x + self._voice(rng, x, rng.uniform(*a.voice_snr_db))
         if rng.random() < a.p_filter:
-            x = _random_filter(x, rng)
+            x = random_filter(x, rng)
         x = x * np.float32(10 ** (rng.uniform(*a.gain_db) / 20))
         peak = float(np.abs(x).max())
         return (x / peak if peak > 1.0 else x).astype(np.float32, copy=False)
@@ -136,7 +136,7 @@ class ViewSampler:
         return out * np.float32(music_rms * 10 ** (snr_db / 20) / voice_rms)
 
 
-def _random_filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def random_filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A second-order Butterworth low-pass (2-8 kHz), high-pass (80-600 Hz) or band-stop, at random: the spectral
     tilts of cheap speakers, old recordings and mixes (log-uniform cut-offs)."""
     kind = rng.integers(0, 3)

@@ -4,9 +4,9 @@
         --floor-report untrained-valid/summary.json FILE...
 
 Stores fp32 weights (7.5 MB), or with --half fp16 ones if every song-level score of FILE... stays within 1e-3 of
-fp32 (measured either way and recorded), runs
-the bf16 check on FILE... (real music) and records it so that "auto" precision may use bf16, and writes the
-evaluation numbers and the training facts into the checkpoint's provenance.
+fp32 (measured either way and recorded), and writes the evaluation numbers and the training facts into the
+checkpoint's provenance. Then run `scripts/check_default_precision.py CORPUS_DIR`: the bf16/int8 check that "auto"
+precision follows (per kind of device; a new model starts with none, so it runs fp32 until checked).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from samplecnn import checkpoint, precision, verification
+from samplecnn import checkpoint
 from samplecnn.inference import Tagger
 from samplecnn.pretrained import ASSETS
 
@@ -28,7 +28,7 @@ FP16_TOLERANCE = 1e-3
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model")
-    parser.add_argument("files", nargs="+", help="real music for the fp16 and bf16 checks")
+    parser.add_argument("files", nargs="+", help="real music for the fp16 check")
     parser.add_argument("--valid-report", required=True)
     parser.add_argument("--floor-report", required=True)
     parser.add_argument("--half", action="store_true", help="fp16 storage when it passes the 1e-3 check")
@@ -42,9 +42,7 @@ def main() -> None:
     fp16_diff = max(float(np.max(np.abs(full.tag(f).scores - half.tag(f).scores))) for f in args.files)
     use_half = args.half and fp16_diff <= FP16_TOLERANCE
     if use_half:
-        model = half_model  # verify bf16 on the weights that ship
-    bf16 = verification.verify_bf16(model, info, args.files)
-    precision.record_bf16_verification(info, bf16)
+        model = half_model
 
     valid, floor = json.loads(Path(args.valid_report).read_text()), json.loads(Path(args.floor_report).read_text())
     info.provenance.update({
@@ -65,8 +63,7 @@ def main() -> None:
     ASSETS.mkdir(exist_ok=True)
     out = checkpoint.save(ASSETS / "default.safetensors", model, info, half=use_half, overwrite=True)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {'fp16' if use_half else 'fp32'} storage; "
-          f"fp16 max song-score diff {fp16_diff:.2e}); bf16 check: max diff {bf16['max_score_diff']}, "
-          f"top-5 same {bf16['top5_same']} on {bf16['files']} files")
+          f"fp16 max song-score diff {fp16_diff:.2e}); now run scripts/check_default_precision.py CORPUS_DIR")
 
 
 if __name__ == "__main__":

@@ -76,3 +76,17 @@ def write_checkpoint(path, arch: str = "samplecnn", seed: int = 0, thresholds=No
 def ckpt_path(tmp_path_factory):
     """An untrained 3^9 SampleCNN checkpoint with the MTAT top-50 tags."""
     return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "samplecnn.safetensors")
+
+
+def write_pack(path, model_path, tags=("my sound", "my silence"), thresholds=(0.0, 1.0), seed: int = 0):
+    """A tag pack for the checkpoint at `model_path` (or a registered name), as `samplecnn learn` writes one but with
+    random weights over 512-d embeddings (these checkpoints' width): with the default thresholds its first tag is
+    always decided and its second never."""
+    from samplecnn import packs
+
+    rng = np.random.default_rng(seed)
+    pack = packs.TagPack(tags=list(tags), weights=rng.normal(0, 0.05, (len(tags), 512)),
+                         biases=np.zeros(len(tags)), thresholds=np.asarray(thresholds, float),
+                         model_id=packs.model_id_of(model_path), created=packs.now(), samplecnn_version="test")
+    packs.write_pack(pack, path)
+    return packs.read_pack(path)

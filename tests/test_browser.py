@@ -1,5 +1,6 @@
 """The web page end to end in a real headless Chromium (Debian's, driven by Playwright): choose a file, see the tag
-bars, the taggram and the JSON; drop a file that is not audio, see the error.
+bars (the model's, and a tag pack's beside them), the taggram and the JSON; drop a file that is not audio, see the
+error.
 
 scripts/install-browser.sh installs /usr/bin/chromium (scripts/test.sh runs it); without it this test skips.
 """
@@ -18,7 +19,7 @@ import soundfile as sf
 from samplecnn import server
 from samplecnn.library.index import tagger_and_record
 
-from conftest import SR, music_like
+from conftest import SR, music_like, write_pack
 from test_server import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,16 +31,17 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
 
 
 @pytest.fixture(scope="module")
-def page(ckpt_path):
+def page(ckpt_path, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     tagger, record = tagger_and_record(str(ckpt_path))
-    with LiveServer(server.create_app(tagger, record.model_id)) as live, sync_playwright() as pw:
+    pack = write_pack(tmp_path_factory.mktemp("pack") / "mine.json", ckpt_path)
+    with LiveServer(server.create_app(tagger, record.model_id, tag_packs=[pack])) as live, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(60_000)
         page.goto(live.url + "/")
-        page.tagger, page.model_id = tagger, record.model_id
+        page.tagger, page.model_id, page.pack = tagger, record.model_id, pack
         yield page
         browser.close()
 
@@ -64,6 +66,17 @@ def test_choosing_a_file_shows_tag_bars_taggram_and_json(page, tmp_path):
     assert decided == expected.decisions
     widths = page.eval_on_selector_all("#bars .fill", "els => els.map(e => e.getBoundingClientRect().width)")
     assert widths == sorted(widths, reverse=True) and widths[0] > 0
+
+    # the tag pack's tags beside the 50: best first, its decided tag highlighted, its scores the pack's own
+    assert page.is_visible("#own-box") and "your tag packs: mine (2)" in page.text_content("#model")
+    own = page.pack.scores(page.tagger.embed(song))
+    order = np.argsort(-own, kind="stable")
+    mine = page.locator("#own-bars li")
+    assert [mine.nth(i).get_attribute("data-tag") for i in range(mine.count())] == [page.pack.tags[i] for i in order]
+    values = [float(v) for v in page.locator("#own-bars .value").all_text_contents()]
+    np.testing.assert_allclose(values, own[order], atol=6e-4)
+    assert [li.get_attribute("data-tag") for li in page.locator("#own-bars li.decided").all()] == ["my sound"]
+    assert "your tags: my sound" in page.text_content("#summary")
 
     page.wait_for_function("() => { const i = document.getElementById('taggram'); "
                            "return i.complete && i.naturalWidth > 0; }")

@@ -72,6 +72,22 @@ def test_taggram_png_for_one_file_and_a_folder_of_them_for_many(capsys, songs, c
     assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == ["0000_a.png", "0001_b.png"]
 
 
+def test_a_folder_is_tagged_as_each_of_its_files_is_alone(capsys, songs, ckpt_path):
+    sf.write(songs / "c.wav", music_like(9.0, seed=3), SR)
+    for hop in ([], ["--hop", "1.5"]):
+        code, out, err = run(capsys, "tag", songs, "--model", ckpt_path, "--format", "jsonl", *hop)
+        assert code == 0, err
+        together = [json.loads(line) for line in out.splitlines()]
+        assert [d["path"] for d in together] == [str(songs / "a.wav"), str(songs / "album" / "b.flac"),
+                                                 str(songs / "c.wav")]  # the order given, whatever finished first
+        for doc in together:
+            _, out, _ = run(capsys, "tag", doc["path"], "--model", ckpt_path, "--format", "jsonl", *hop)
+            alone = json.loads(out)
+            assert doc["segments"] == alone["segments"] and doc["duration"] == alone["duration"]
+            # other batch compositions: the last bits only
+            assert np.abs(np.array(doc["taggram"]) - np.array(alone["taggram"])).max() <= 2e-4
+
+
 def test_bad_inputs_each_get_one_line_and_the_batch_goes_on(capsys, songs, ckpt_path, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -227,6 +227,15 @@ def test_music21_terms(all_works):
         music21_works.terms_allowed("any")
 
 
+def test_every_work_renders_to_its_own_file(all_works):
+    # the corpus has files that differ only in their extension (Monteverdi's madrigals as .mxl and .rntxt)
+    slugs = [w.slug for w in all_works]
+    assert len(set(slugs)) == len(slugs)
+    by_id = {w.id: w.slug for w in all_works}
+    assert by_id["monteverdi/madrigal.3.6.mxl"] != by_id["monteverdi/madrigal.3.6.rntxt"]
+    assert by_id["ryansMammoth/7thRegimentReel.abc"] == "ryansMammoth_7thRegimentReel"  # the rest keep their names
+
+
 def test_the_eval_set_labels_match_its_programs(tmp_path, all_works):
     works = [w for w in all_works if w.collection in ("ryansMammoth", "bach") and w.terms == "unstated"][:60]
     rows = eval_instruments.build_eval(tmp_path, clips_per_instrument=1, seed=0, progress=False,

@@ -85,81 +85,206 @@ def test_bf16_model_keeps_the_api_and_float32_outputs():
         ref = torch.sigmoid(model(x))
     assert logits.dtype == emb.dtype == torch.float32
     assert emb.shape == (len(x), fast.embed_dim)
-    # bf16 is approximate: close on random weights, but not exact (the real bar is verify_bf16 on a trained model)
+    # bf16 is approximate: close on random weights, not exact (the real bar is the check on a trained model)
     assert (probs - ref).abs().max().item() < 0.05
     assert next(model.parameters()).dtype == torch.float32  # the original is untouched
 
 
-# -- when bf16 may be used ---------------------------------------------------------------------------------------
+# -- the precision rule ------------------------------------------------------------------------------------------
 
-PASSING = {"max_score_diff": 0.004, "top5_same": True, "files": 3}
+THRESHOLDS = np.full(8, 0.5)
+
+
+def test_a_near_tie_swap_in_the_top_5_passes():
+    ref = np.array([0.90, 0.80, 0.70, 0.600, 0.596, 0.30, 0.20, 0.10])
+    cand = ref.copy()
+    cand[3], cand[4] = 0.597, 0.599  # the 4th and 5th tags, 0.004 apart in fp32, change places
+    result = precision.compare(ref, cand, THRESHOLDS)
+    assert result.top_changes == 1 and result.top_violations == 0 and result.passes
+
+
+def test_a_real_reordering_fails_even_with_every_score_close():
+    ref = np.array([0.90, 0.80, 0.70, 0.605, 0.595, 0.30, 0.20, 0.10])
+    cand = ref.copy()
+    cand[3], cand[4] = 0.598, 0.602  # 0.01 apart in fp32: no tie; each score moved by 0.007 only
+    result = precision.compare(ref, cand, THRESHOLDS)
+    assert result.score_diff <= precision.SCORE_TOLERANCE
+    assert result.top_violations == 1 and not result.passes
+
+
+def test_a_tag_entering_the_top_5_is_a_change_like_any_other():
+    ref = np.array([0.90, 0.80, 0.70, 0.60, 0.55, 0.545, 0.20, 0.10])
+    cand = ref.copy()
+    cand[5] = 0.552  # the 6th passes the 5th, 0.005 apart in fp32: a near tie, allowed
+    assert precision.compare(ref, cand, THRESHOLDS).passes
+    ref[5] = 0.539
+    cand[4], cand[5] = 0.546, 0.5475  # the same swap, 0.011 apart in fp32: not a tie (no score moved 0.01)
+    result = precision.compare(ref, cand, THRESHOLDS)
+    assert result.top_changes == 1 and result.top_violations == 1
+
+
+def test_decisions_may_change_only_near_the_threshold():
+    ref = np.array([0.9, 0.8, 0.7, 0.6, 0.505, 0.3, 0.2, 0.1])
+    cand = ref.copy()
+    cand[4] = 0.499  # 0.005 from the threshold in fp32: may flip
+    result = precision.compare(ref, cand, THRESHOLDS)
+    assert result.decision_changes == 1 and result.decision_violations == 0 and result.passes
+    thresholds = THRESHOLDS.copy()
+    thresholds[4] = 0.492  # 0.013 below the fp32 score: that flip is a violation
+    cand[4] = 0.491
+    assert precision.compare(ref, cand, thresholds).decision_violations == 1
+
+
+def test_a_score_moving_more_than_the_tolerance_fails():
+    ref = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2, 0.1])
+    assert not precision.compare(ref, ref + np.eye(8)[7] * 0.011, THRESHOLDS).passes
+
+
+def _record(**changes):
+    record = {"rule": dict(precision.RULE), "files": 60, "max_score_diff": 0.004, "top5_changes": 2,
+              "top5_violations": 0, "decision_changes": 1, "decision_violations": 0,
+              "segments_per_s": {"fp32": 50.0, "bf16": 150.0, "int8": 180.0}}
+    return {**record, **changes}
+
+
+def _provenance(kind, precisions):
+    return {"source": "test", precision.CHECKS_KEY: {kind: precisions}}
+
+
+HERE = precision.device_kind("cpu")
 
 
 @pytest.mark.parametrize("native,record,expected", [
-    (True, PASSING, "bf16"),
-    (False, PASSING, "fp32"),                                   # no native bf16: fp32 even if verified
-    (True, None, "fp32"),                                       # never verified (every checkpoint today)
-    (True, {**PASSING, "max_score_diff": 0.02}, "fp32"),        # scores moved too much
-    (True, {**PASSING, "top5_same": False}, "fp32"),            # the top 5 changed
-    (True, {**PASSING, "top5_same": "yes"}, "fp32"),            # malformed records never pass
-    (True, {**PASSING, "files": 0}, "fp32"),
-    (True, {"max_score_diff": 0.001}, "fp32"),
-    (True, "verified", "fp32"),
+    (True, _record(), "bf16"),
+    (False, _record(), "fp32"),                                          # no native bf16: fp32 even if it passed
+    (True, None, "fp32"),                                                # never checked
+    (True, _record(max_score_diff=0.02), "fp32"),                        # scores moved too much
+    (True, _record(top5_violations=1), "fp32"),                          # a real reordering
+    (True, _record(decision_violations=2), "fp32"),
+    (True, _record(files=59), "fp32"),                                   # too few songs
+    (True, _record(rule={**precision.RULE, "tie_margin": 0.05}), "fp32"),  # made under a looser rule
+    (True, _record(segments_per_s={"fp32": 50.0, "bf16": 40.0}), "fp32"),  # passed, but slower here
+    (True, _record(files="many"), "fp32"),                               # malformed records never pass
+    (True, "passed", "fp32"),
 ])
-def test_auto_uses_bf16_only_when_native_and_verified(monkeypatch, native, record, expected):
+def test_auto_uses_bf16_only_where_its_check_on_this_kind_of_device_passes(monkeypatch, native, record, expected):
     monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": native)
-    provenance = {"source": "test"} if record is None else {"source": "test", "bf16_verified": record}
+    provenance = {"source": "test"} if record is None else _provenance(HERE, {"bf16": record})
     assert precision.resolve_precision("auto", provenance) == expected
     assert precision.resolve_precision(None, provenance) == expected
+
+
+def test_a_check_made_on_another_kind_of_device_is_ignored(monkeypatch):
+    monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": True)
+    for elsewhere in ("gpu-nvidia-h200", "cpu-avx512_bf16" if HERE != "cpu-avx512_bf16" else "cpu-amx"):
+        provenance = _provenance(elsewhere, {"bf16": _record()})
+        assert precision.passing_record(provenance, "bf16") is None
+        assert precision.resolve_precision("auto", provenance) == "fp32"
+    # the same record under this machine's kind is used
+    assert precision.resolve_precision("auto", _provenance(HERE, {"bf16": _record()})) == "bf16"
+
+
+def test_the_device_blind_record_of_earlier_versions_is_not_used(monkeypatch):
+    monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": True)
+    legacy = {"max_score_diff": 0.004, "top5_same": True, "files": 66}
+    assert precision.resolve_precision("auto", {precision.LEGACY_KEY: legacy}) == "fp32"
+
+
+def test_auto_takes_the_fastest_passing_precision(monkeypatch):
+    monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(precision, "int8_available", lambda device="cpu": True)
+    both = {"bf16": _record(), "int8": _record()}
+    assert precision.resolve_precision("auto", _provenance(HERE, both)) == "int8"  # 180 > 150 segments/s
+    both["int8"] = _record(top5_violations=3)
+    assert precision.resolve_precision("auto", _provenance(HERE, both)) == "bf16"
+
+
+def test_device_kinds_follow_the_cpu_flags(monkeypatch):
+    for flags, kind in (({"avx2", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"}, "cpu-amx"),
+                        ({"avx2", "avx512_vnni", "avx512_bf16"}, "cpu-avx512_bf16"),
+                        ({"avx2", "avx512_vnni"}, "cpu-avx512_vnni"), ({"avx2"}, "cpu-avx2"), (set(), "cpu-other")):
+        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=flags: frozenset(flags))
+        assert precision.device_kind("cpu") == kind
+        assert precision.fast_bf16("cpu") == ("avx512_bf16" in flags)
 
 
 def test_explicit_precision_is_honoured_and_unknown_ones_refused(monkeypatch):
     monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": False)
     assert precision.resolve_precision("bf16", {}) == "bf16"
-    assert precision.resolve_precision("fp32", {"bf16_verified": PASSING}) == "fp32"
+    assert precision.resolve_precision("fp32", _provenance(HERE, {"bf16": _record()})) == "fp32"
     with pytest.raises(SampleCNNError, match="precision"):
         precision.resolve_precision("fp16", {})
 
 
-def test_native_bf16_follows_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
-    assert precision.fast_bf16("cpu")
-    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))
-    assert not precision.fast_bf16("cpu")
-
-
-def test_compare_scores():
-    a = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.1])
-    assert precision.compare_scores(a, a + 0.003) == (pytest.approx(0.003), True)
-    b = a.copy()
-    b[5] = 0.95  # a new tag enters the top 5
-    diff, same = precision.compare_scores(a, b)
-    assert diff == pytest.approx(0.85) and not same
-
-
-def test_verification_is_recorded_and_then_used_by_auto(tmp_path, monkeypatch):
+def test_the_check_is_recorded_per_device_kind_and_then_used_by_auto(tmp_path, monkeypatch):
     ckpt = write_checkpoint(tmp_path / "m.safetensors")
     model, info = checkpoint.read(ckpt)
-    song = tmp_path / "song.wav"
-    sf.write(song, music_like(2.5 * SEG / SR, seed=4), SR)
-    result = verification.verify_bf16(model, info, [song])
-    assert result["files"] == 1 and isinstance(result["top5_same"], bool)
-    assert 0 <= result["max_score_diff"] <= result["max_segment_diff"] < 0.1
-    stored = precision.record_bf16_verification(info, result)
-    assert "per_file" not in stored  # no local paths in a checkpoint
+    songs = [(f"song{i}.wav", music_like(2.5 * SEG / SR, seed=i)) for i in range(2)]
+    records = verification.check_precision(model, info, songs, ["bf16"])
+    record = records["bf16"]
+    assert record["files"] == 2 and record["rule"] == precision.RULE
+    assert 0 <= record["max_score_diff"] < 0.1 and record["engine"].startswith("torch")
+    assert set(record["segments_per_s"]) == {"fp32", "bf16"}
+    assert not precision.record_passes(record)  # two songs are not a check
+    precision.record_check(info, HERE, "bf16", record)
     checkpoint.save(ckpt, model, info, overwrite=True)
-
-    assert checkpoint.read_info(ckpt).provenance["bf16_verified"] == stored  # it survives the file
+    assert checkpoint.read_info(ckpt).provenance[precision.CHECKS_KEY] == {HERE: {"bf16": record}}
 
     monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": True)
-    passed = result["max_score_diff"] <= 0.01 and result["top5_same"]
-    assert samplecnn.load(ckpt).precision == ("bf16" if passed else "fp32")
-    assert samplecnn.load(ckpt, precision="fp32").precision == "fp32"
+    assert samplecnn.load(ckpt).precision == "fp32"
     # both outcomes through the file, whatever this run measured
-    for top5_same, expected in ((True, "bf16"), (False, "fp32")):
-        precision.record_bf16_verification(info, {**result, "max_score_diff": 0.002, "top5_same": top5_same})
+    for violations, expected in ((0, "bf16"), (1, "fp32")):
+        precision.record_check(info, HERE, "bf16", _record(top5_violations=violations))
         checkpoint.save(ckpt, model, info, overwrite=True)
         assert samplecnn.load(ckpt).precision == expected
+    assert samplecnn.load(ckpt, precision="fp32").precision == "fp32"
+
+
+def test_check_precision_command_records_both_precisions_and_keeps_the_weights(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    ckpt = write_checkpoint(tmp_path / "m.safetensors")
+    music = tmp_path / "music"
+    music.mkdir()
+    for i in range(3):
+        sf.write(music / f"s{i}.wav", music_like(2.2 * SEG / SR, seed=i), SR)
+    calib = tmp_path / "calib.wav"
+    sf.write(calib, music_like(3 * SEG / SR, seed=9), SR)
+    (music / "broken.mp3").write_bytes(b"not audio")
+    out = tmp_path / "checked.safetensors"
+    argv = ["check-precision", str(ckpt), str(music), "--calibrate", str(calib), "--out", str(out), "--excerpt", "5"]
+    assert main(argv) == 1  # the broken file is reported; the others are checked
+    captured = capsys.readouterr()
+    assert "broken.mp3" in captured.err and "only 3 songs" in captured.err
+    assert out.is_file() and (tmp_path / "checked.int8.onnx").is_file()
+    records = checkpoint.read_info(out).provenance[precision.CHECKS_KEY][HERE]
+    assert set(records) == {"bf16", "int8"} and records["int8"]["files"] == 3
+    assert records["int8"]["int8_file"] == checkpoint.file_hash(tmp_path / "checked.int8.onnx")[0]
+    before, after = checkpoint.read(ckpt)[0].state_dict(), checkpoint.read(out)[0].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    assert main(argv) == 1 and "already exists" in capsys.readouterr().err  # nothing is overwritten
+    assert main(["info", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{HERE} bf16: fails on 3 songs" in shown and f"{HERE} int8: fails on 3 songs" in shown
+
+    # int8 on request runs the file beside the checkpoint, and stays near fp32 on this untrained model
+    signal = music_like(2 * SEG / SR, seed=3)
+    fast = samplecnn.load(out, precision="int8")
+    assert fast.precision == "int8" and fast.batch_size == 8
+    ref = samplecnn.load(out, precision="fp32").tag(signal, sr=SR)
+    got = fast.tag(signal, sr=SR)
+    assert got.taggram.shape == ref.taggram.shape and np.abs(got.scores - ref.scores).max() < 0.1
+    assert fast.embed(signal, sr=SR).shape == (fast.embed_dim,)
+
+
+def test_int8_without_its_model_is_one_clear_error(tmp_path, capsys):
+    ckpt = write_checkpoint(tmp_path / "m.safetensors")
+    song = tmp_path / "a.wav"
+    sf.write(song, music_like(3.0), SR)
+    assert main(["tag", str(song), "--model", str(ckpt), "--precision", "int8"]) == 1
+    err = capsys.readouterr().err
+    assert "m.int8.onnx" in err and "check-precision" in err and "Traceback" not in err
 
 
 def test_untrained_checkpoints_run_fp32_by_default(ckpt_path):

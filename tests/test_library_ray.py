@@ -23,7 +23,7 @@ import soundfile as sf
 from samplecnn.cli import main
 from samplecnn.library import store
 
-from conftest import SR, music_like
+from conftest import SR, music_like, write_pack
 
 OBJECT_STORE = 200 * 2**20
 # before Ray is imported: its nodes, and this process joining them, on 127.0.0.1 only (cluster.LOOPBACK_ENV)
@@ -150,6 +150,26 @@ def test_file_urls_are_read_by_every_node_and_stored_as_given(cluster, music, pl
     # the single-machine index reads the same URLs the same way, and agrees that nothing changed
     assert main(["index", url, "--db", str(db), "--model", str(ckpt_path), "--workers", "1"]) == 1
     assert "0 track(s) tagged (0 new, 0 changed), 6 unchanged, 2 failed" in capsys.readouterr().out
+
+
+def test_tag_packs_are_stored_and_scored_on_the_cluster_as_by_the_plain_index(cluster, music, plain, ckpt_path,
+                                                                               tmp_path, capsys):
+    pack = write_pack(tmp_path / "mine.json", ckpt_path)
+    db = tmp_path / "packs.sqlite"
+    code = main(["index", str(music / "b"), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.address,
+                 "--tags", pack.path])
+    out = capsys.readouterr().out
+    assert code == 0 and "tag pack mine: added" in out
+    with store.Library(db) as lib:
+        model_id = lib.model().model_id
+        assert [p.name for p in lib.packs(model_id)] == ["mine"]
+        own = lib.own_tags(model_id)
+    # each track's pack scores are the pack's on the plain index's embedding of the same file
+    want = library(plain)[0]
+    assert sorted(own) == sorted(p for p in want if p.startswith(str(music / "b")))
+    for path, (scores, decided) in own.items():
+        np.testing.assert_allclose([scores[t] for t in pack.tags], pack.scores(want[path].embedding), atol=1e-4)
+        assert decided == ["my sound"]
 
 
 def test_ray_not_installed_is_one_line(monkeypatch, music, ckpt_path, tmp_path, capsys):

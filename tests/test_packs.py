@@ -276,3 +276,179 @@ def test_tag_refuses_another_models_pack_and_a_misplaced_option_with_one_line(le
     code, text, err = run(capsys, "tag", song, "--tags", out, song)  # the second song taken for a second pack
     assert code == 1 and text == "" and len(err.strip().splitlines()) == 1
     assert f"{song}: not a tag pack" in err and "put the audio files before --tags" in err
+
+
+# -- tag packs in a library: index --tags, search, export, write-tags
+
+
+def _music(examples, folder: Path) -> Path:
+    """A copy of the examples as a music folder of one's own (tests delete and add files in it)."""
+    import shutil
+
+    for src in examples:
+        shutil.copytree(src, folder / src.name)
+    return folder
+
+
+def _own(db) -> dict:
+    from samplecnn.library import store
+
+    with store.Library(db, readonly=True) as lib:
+        return lib.own_tags(lib.model().model_id)
+
+
+@pytest.fixture(scope="module")
+def packed(examples, learned, tmp_path_factory):
+    """A library indexed with `index DIR --tags PACK` at once: (db, music folder)."""
+    root = tmp_path_factory.mktemp("packed")
+    music = _music(examples, root / "music")
+    db = root / "lib.sqlite"
+    code = main(["index", str(music), "--db", str(db), "--workers", "1", "--tags", str(learned[0])])
+    assert code == 0
+    return db, music
+
+
+def test_index_with_a_pack_stores_its_scores_and_decisions_as_tag_scores_them(packed, learned, capsys):
+    db, music = packed
+    own = _own(db)
+    assert len(own) == 24 and all(set(scores) == {"tonal"} for scores, _ in own.values())
+    tonal = sorted((music / "tonal").iterdir())
+    # the scores `samplecnn tag --tags` gives for the same file (the one scoring function, TagPack.scores)
+    code, text, _ = run(capsys, "tag", tonal[0], "--format", "json", "--tags", learned[0])
+    (doc,) = json.loads(text)
+    assert doc["pack_scores"]["tonal"] == pytest.approx(own[str(tonal[0])][0]["tonal"], abs=1e-4)
+    assert own[str(tonal[0])][1] == doc["pack_decisions"] == ["tonal"]
+    # every decision is the pack's threshold on the stored score
+    pack = packs.read_pack(learned[0])
+    for scores, decided in own.values():
+        assert decided == (["tonal"] if scores["tonal"] >= pack.thresholds[0] else [])
+
+
+def test_search_ranks_by_a_pack_tag_and_names_an_unknown_tag_in_one_line(packed, capsys):
+    db, music = packed
+    code, text, err = run(capsys, "search", "--db", db, "--tag", "tonal", "--limit", "12", "--format", "json")
+    assert code == 0, err
+    hits = json.loads(text)
+    assert len(hits) == 12 and all(Path(h["path"]).parent.name == "tonal" for h in hits)
+    assert hits[0]["tonal"] >= hits[-1]["tonal"]
+    code, text, err = run(capsys, "search", "--db", db, "--not", "Tonal", "--tag", "ambient", "--limit", "0",
+                          "--format", "json")
+    hits = json.loads(text)
+    assert code == 0 and Path(hits[0]["path"]).parent.name == "noisy" and "not tonal" in hits[0]
+    code, text, err = run(capsys, "search", "--db", db, "--tag", "tonnal")
+    assert code == 1 and text == "" and len(err.strip().splitlines()) == 1
+    assert "unknown tag 'tonnal'" in err and "1 tag-pack tag(s)" in err and "did you mean 'tonal'?" in err
+
+
+def test_export_has_the_pack_tags_beside_the_models_in_every_format(packed, capsys):
+    db, music = packed
+    code, text, _ = run(capsys, "export", "--db", db)
+    rows = list(csv.DictReader(io.StringIO(text)))
+    header = text.splitlines()[0].split(",")
+    assert code == 0 and len(rows) == 24
+    assert header[-2:] == ["score:tonal", "pack_decisions"] and header.count("score:tonal") == 1
+    assert sum(1 for h in header if h.startswith("score:")) == 51
+    own = _own(db)
+    for r in rows:
+        scores, decided = own[r["path"]]
+        assert float(r["score:tonal"]) == pytest.approx(scores["tonal"], abs=1e-6)
+        assert r["pack_decisions"] == "; ".join(decided)
+    code, text, _ = run(capsys, "export", "--db", db, "--format", "jsonl", "--no-embeddings")
+    recs = [json.loads(line) for line in text.splitlines()]
+    assert [r["pack_decisions"] for r in recs] == [own[r["path"]][1] for r in recs]
+    assert all(set(r["pack_scores"]) == {"tonal"} and len(r["scores"]) == 50 for r in recs)
+
+
+def test_write_tags_writes_the_pack_decisions_after_the_models(packed, tmp_path, capsys):
+    from samplecnn.library import tagwrite
+
+    db, music = packed
+    target = sorted((music / "tonal").iterdir())[1]
+    code, out, err = run(capsys, "write-tags", target, "--db", db)
+    assert code == 0, err
+    written = tagwrite.read_field(target)
+    assert written[-1] == "tonal" and "tonal" not in written[:-1]
+    assert "SAMPLECNN_TAGS:" in out and out.rstrip().endswith("--undo")
+    code, _, err = run(capsys, "write-tags", "--db", db, "--undo")
+    assert code == 0 and tagwrite.read_field(target) is None
+
+
+def test_tracks_indexed_later_are_scored_with_the_stored_packs_and_pruned_ones_lose_them(packed, capsys):
+    db, music = packed
+    new = write_examples(music / "tonal", tonal, 1, start=40) / "tonal40.wav"
+    code, out, err = run(capsys, "index", music, "--db", db, "--workers", "1")  # no --tags: the stored pack
+    assert code == 0 and "1 track(s) tagged (1 new" in out, err
+    assert _own(db)[str(new)][1] == ["tonal"]
+    new.unlink()
+    code, out, err = run(capsys, "index", music, "--db", db, "--prune")
+    assert code == 0 and str(new) not in _own(db) and len(_own(db)) == 24
+
+
+def test_adding_a_pack_to_a_library_scores_it_from_the_stored_embeddings_without_decoding(examples, learned,
+                                                                                         tmp_path, capsys):
+    import shutil
+
+    from samplecnn.library import store
+
+    music = _music(examples, tmp_path / "music")
+    db = tmp_path / "lib.sqlite"
+    code, _, err = run(capsys, "index", music, "--db", db, "--workers", "1")
+    assert code == 0, err
+    shutil.rmtree(music)  # nothing left to decode: the scores can only come from the stored embeddings
+    code, out, err = run(capsys, "index", "--db", db, "--tags", learned[0])
+    assert code == 0, err
+    assert out.strip() == "tag pack mine: added, 24 track(s) scored from their stored embeddings"
+    pack = packs.read_pack(learned[0])
+    own = _own(db)
+    with store.Library(db, readonly=True) as lib:
+        for t in lib.tracks(lib.model().model_id):
+            assert own[t.path][0]["tonal"] == np.float32(pack.scores(t.embedding)[0])
+            assert own[t.path][1] == pack.decided(pack.scores(t.embedding))
+    code, out, _ = run(capsys, "index", "--db", db, "--tags", learned[0])
+    assert code == 0 and out.strip() == "tag pack mine: unchanged, already stored: nothing to do"
+    # a pack learned again under the same file name replaces the stored one: every track is scored again
+    pack.thresholds = np.array([0.0])
+    packs.write_pack(pack, tmp_path / "mine.json")
+    code, out, _ = run(capsys, "index", "--db", db, "--tags", tmp_path / "mine.json")
+    assert code == 0 and out.strip() == "tag pack mine: replaced, 24 track(s) scored from their stored embeddings"
+    assert all(decided == ["tonal"] for _, decided in _own(db).values())
+
+
+def test_index_refuses_another_models_pack_and_a_tag_name_clash_with_one_line(packed, learned, tmp_path, capsys,
+                                                                              ckpt_path):
+    from conftest import write_pack
+
+    db, music = packed
+    before = _own(db)
+    theirs = write_pack(tmp_path / "theirs.json", ckpt_path)
+    clash_model = write_pack(tmp_path / "clash.json", "default", tags=("guitar", "mine too"))
+    clash_pack = write_pack(tmp_path / "again.json", "default", tags=("tonal",), thresholds=(0.5,))
+    for pack, words in ((theirs, "this tag pack is for model samplecnn-"),
+                        (clash_model, "tag 'guitar' is in both the model and this pack"),
+                        (clash_pack, f"tag 'tonal' is in both {learned[0]} and this pack")):
+        for argv in (("index", music, "--db", db, "--tags", pack.path), ("index", "--db", db, "--tags", pack.path)):
+            code, out, err = run(capsys, *argv)
+            assert code == 1 and out == "", err
+            (line,) = err.strip().splitlines()
+            assert line.startswith(f"samplecnn: error: {pack.path}: ") and words in line, line
+    assert _own(db) == before  # nothing stored
+    code, _, err = run(capsys, "index", "--db", db)
+    assert code == 1 and "give the folders to index" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_library_from_before_packs_is_read_as_it_was_and_gets_packs_when_written(packed, learned, tmp_path,
+                                                                                  capsys):
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "old.sqlite"
+    shutil.copyfile(packed[0], db)
+    with sqlite3.connect(db) as con:  # the schema as it was before tag packs
+        con.executescript("DROP TABLE pack_scores; DROP TABLE packs;")
+    code, text, err = run(capsys, "export", "--db", db)
+    assert code == 0 and "pack_decisions" not in text.splitlines()[0] and len(text.splitlines()) == 25, err
+    code, text, _ = run(capsys, "search", "--db", db, "--tag", "ambient", "--limit", "3", "--format", "json")
+    assert code == 0 and len(json.loads(text)) == 3
+    code, out, err = run(capsys, "index", "--db", db, "--tags", learned[0])
+    assert code == 0 and "tag pack mine: added, 24 track(s) scored" in out, err
+    assert _own(db) == _own(packed[0])

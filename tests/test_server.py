@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import copy
 import io
+import json
 import os
 import re
 import select
@@ -31,7 +32,7 @@ import uvicorn
 from samplecnn import server
 from samplecnn.library.index import tagger_and_record
 
-from conftest import SR, music_like
+from conftest import SR, music_like, write_pack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,6 +199,40 @@ def test_tag_returns_scores_decisions_segments_and_a_taggram(client, model, tmp_
 
     r = client.post("/v1/taggram", files={"file": ("song.wav", data)})
     assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
+
+
+def test_tag_packs_are_scored_beside_the_models_tags(model, ckpt_path, tmp_path):
+    tagger, record = model
+    pack = write_pack(tmp_path / "mine.json", ckpt_path)
+    data = wav_bytes(4.0, seed=5)
+    (tmp_path / "song.wav").write_bytes(data)
+    expected = pack.scores(tagger.embed(tmp_path / "song.wav"))
+    with LiveServer(server.create_app(tagger, record.model_id, tag_packs=[pack])) as srv, \
+            httpx.Client(base_url=srv.url, timeout=60) as c:
+        (m,) = c.get("/v1/models").json()["models"]
+        assert m["packs"] == [{"name": "mine", "tags": ["my sound", "my silence"], "thresholds": [0.0, 1.0]}]
+        body = c.post("/v1/tag", files={"file": ("song.wav", data)}).json()
+    assert list(body["pack_scores"]) == ["my sound", "my silence"] and len(body["scores"]) == 50
+    np.testing.assert_allclose(list(body["pack_scores"].values()), expected, atol=1e-4)
+    assert body["pack_decisions"] == ["my sound"]
+    assert body["packs"] == [{"name": "mine", "model_id": record.model_id, "tags": ["my sound", "my silence"]}]
+    assert str(tmp_path) not in json.dumps(body)  # the server's own paths stay on the server
+
+
+def test_a_pack_of_another_model_or_a_clashing_tag_is_refused(model, ckpt_path, tmp_path, capsys):
+    from samplecnn import packs
+    from samplecnn.cli import main
+
+    tagger, record = model
+    theirs = write_pack(tmp_path / "theirs.json", "default")
+    with pytest.raises(packs.PackError, match="this tag pack is for model default-"):
+        server.create_app(tagger, record.model_id, tag_packs=[theirs])
+    clash = write_pack(tmp_path / "clash.json", ckpt_path, tags=("piano", "mine"))
+    with pytest.raises(packs.PackError, match="tag 'piano' is in both the model and this pack"):
+        server.create_app(tagger, record.model_id, tag_packs=[clash])
+    assert main(["serve", "--model", str(ckpt_path), "--tags", str(tmp_path / "theirs.json")]) == 1
+    err = capsys.readouterr().err
+    assert "this tag pack is for model default-" in err and len(err.strip().splitlines()) == 1
 
 
 def test_concurrent_clients_are_queued_and_all_answered(client, live):

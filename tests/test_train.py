@@ -235,3 +235,50 @@ def test_metrics_match_scikit_learn_and_thresholds_maximise_f1():
         best = f1_score(labels[:, j], scores[:, j] >= thresholds[j])
         for cut in np.linspace(0, 1, 101):
             assert f1_score(labels[:, j], scores[:, j] >= cut, zero_division=0) <= best + 1e-12
+
+
+def test_freeze_keeps_the_first_blocks_and_their_batchnorm_statistics_as_loaded(mtat_cache, tmp_path, capsys):
+    from samplecnn.train import Run, TrainConfig
+
+    from conftest import write_checkpoint
+
+    source = write_checkpoint(tmp_path / "source.safetensors", width=0.25, seed=4)
+    loaded, _ = checkpoint.read(source)
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    run = Run(TrainConfig(data=str(mtat_cache), out=str(tmp_path / "run"), width=0.25, batch_size=4, recipe="adam",
+                          init=str(source), freeze=3, augment_crops=True, stop_after_steps=4))
+    assert run.fit() is None  # stopped after 4 steps
+    after = run.model.state_dict()
+    frozen = ("stem.", "blocks.0.", "blocks.1.")
+    for name, tensor in before.items():
+        if name.startswith(frozen):
+            assert torch.equal(after[name], tensor), name  # weights and BatchNorm statistics alike
+    for name in ("blocks.2.conv.weight", "blocks.2.bn.running_mean", "blocks.8.bn.running_var", "head.0.weight"):
+        assert not torch.equal(after[name], before[name]), name
+    assert all(not p.requires_grad for p in run.frozen.parameters())
+    assert {id(p) for g in run.optimizer.param_groups for p in g["params"]}.isdisjoint(
+        id(p) for p in run.frozen.parameters())
+
+    capsys.readouterr()
+    for extra, words in ((("--freeze", "2"), "--freeze needs --init"),
+                         (("--freeze", "11", "--init", str(source)), "--freeze must be between 0 and 10")):
+        assert _train(mtat_cache, tmp_path / "bad", *extra) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+
+
+def test_augmented_crops_are_a_pure_function_of_seed_epoch_and_draw(mtat_cache, tmp_path):
+    from samplecnn.train import Run, TrainConfig
+
+    config = dict(data=str(mtat_cache), width=0.25, batch_size=4)
+    plain = Run(TrainConfig(out=str(tmp_path / "a"), **config))
+    augmented = Run(TrainConfig(out=str(tmp_path / "b"), augment_crops=True, **config))
+    clips, draws = plain.train_idx[:8], np.arange(8)
+    x, y = augmented.crops(clips, draws, 0)
+    x2, y2 = augmented.crops(clips, draws, 0)
+    assert torch.equal(x, x2) and torch.equal(y, y2) and x.shape == (8, 1, 59049)
+    assert x.abs().max() <= 1.0 and torch.isfinite(x).all()
+    base, base_y = plain.crops(clips, draws, 0)
+    assert torch.equal(y, base_y)  # the labels are the clips' own: nothing is mixed in
+    assert not torch.equal(x, base)
+    assert not torch.equal(x, augmented.crops(clips, draws, 1)[0])

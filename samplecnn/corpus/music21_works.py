@@ -21,6 +21,7 @@ collection's (COLLECTIONS, checked by hand against music21 10.5's files; docs/co
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import re
@@ -85,9 +86,24 @@ class Work:
 
     @property
     def slug(self) -> str:
-        """A file name for this work's renders."""
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.corpus_path.rsplit(".", 1)[0])
+        """A file name for this work's renders: the corpus path without its extension, unless another file of the
+        corpus has the same stem (Monteverdi's madrigals come as .mxl and as .rntxt): then with it."""
+        stem = _stem(self.corpus_path)
+        if stem in _shared_stems():
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", self.corpus_path.replace(".", "_"))
         return stem + (f"-n{self.number}" if self.number is not None else "")
+
+
+def _stem(corpus_path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", corpus_path.rsplit(".", 1)[0])
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_stems() -> frozenset[str]:
+    """Stems that more than one file of the whole corpus (whatever --terms allows) has."""
+    paths = {w.corpus_path for w in _all_works()}
+    counts = collections.Counter(_stem(p) for p in paths)
+    return frozenset(stem for stem, n in counts.items() if n > 1)
 
 
 def version() -> str:

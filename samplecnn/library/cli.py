@@ -16,7 +16,8 @@ from ..errors import SampleCNNError
 
 
 def index_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="DIR")
+    p.add_argument("inputs", nargs="*", metavar="DIR",
+                   help="folders or files to index (none, with --tags: only add the packs to the library)")
     cl.add_db(p, help="library database (created if missing)")
     cl.add_model(p)
     p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4; "
@@ -35,23 +36,43 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--write-tags", action="store_true",
                    help="then write each file's decided tags into its metadata (field SAMPLECNN_TAGS)")
     p.add_argument("--dry-run", action="store_true", help="with --write-tags: only show what would change")
+    p.add_argument("--tags", nargs="+", action="extend", default=[], metavar="PACK",
+                   help="store these tag packs (`samplecnn learn`) in the library and score every track of the model "
+                        "with them, from the stored embeddings (nothing is decoded again); tracks indexed later are "
+                        "scored too. A pack of the same file name replaces the stored one. Put the folders first")
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from .. import packs
     from . import index, sources, store, tagwrite
     from .output import quote_path
 
+    if not args.inputs and not args.tags:
+        raise SampleCNNError("give the folders to index (DIR...), or --tags PACK to add tag packs to the library")
     if args.write_tags and any(sources.is_url(p) for p in args.inputs):
         raise SampleCNNError("--write-tags edits local files only; a URL was given (index it, then run write-tags "
                              "where the files are mounted)")
-    report = index.index(args.inputs, args.db, model=args.model, workers=args.workers, batch_size=args.batch_size,
-                         device=args.device, taggrams=args.taggrams, prune=args.prune,
-                         progress=sys.stderr.isatty(), verify=args.verify, ray=args.ray, actors=args.actors)
+    tag_packs = packs.read_packs(args.tags, packs.model_id_of(args.model),
+                                 "--tags takes tag packs: put the folders before --tags") if args.tags else []
+    if args.inputs:
+        report = index.index(args.inputs, args.db, model=args.model, workers=args.workers,
+                             batch_size=args.batch_size, device=args.device, taggrams=args.taggrams,
+                             prune=args.prune, progress=sys.stderr.isatty(), verify=args.verify, tag_packs=tag_packs,
+                             ray=args.ray, actors=args.actors)
+    else:  # packs alone: the model's tracks are scored from their embeddings, without loading the model (or Ray)
+        with store.Library(args.db) as lib:
+            model = lib.model(packs.model_id_of(args.model))
+            report = index.Report(model_id=model.model_id, packs=index.add_packs(lib, model, tag_packs))
     with store.Library(args.db) as lib:
         total = lib.count(report.model_id) if report.model_id else 0
-        print(f"{report.indexed} track(s) tagged ({report.new} new, {report.retagged} changed), "
-              f"{report.unchanged + report.touched} unchanged, {len(report.failures)} failed; "
-              f"the library has {total} track(s) of {report.model_id}")
+        for name, status, n in report.packs:
+            scored = ("already stored: nothing to do" if status == "unchanged" else
+                      f"{n} track(s) scored from their stored embeddings")
+            print(f"tag pack {name}: {status}, {scored}")
+        if args.inputs:
+            print(f"{report.indexed} track(s) tagged ({report.new} new, {report.retagged} changed), "
+                  f"{report.unchanged + report.touched} unchanged, {len(report.failures)} failed; "
+                  f"the library has {total} track(s) of {report.model_id}")
         if report.missing:
             verb = "were removed from the library" if report.pruned else "are still listed (--prune removes them)"
             print(f"{len(report.missing)} indexed file(s) are gone from disk and {verb}:", file=sys.stderr)
@@ -59,8 +80,8 @@ def cmd_index(args: argparse.Namespace) -> int:
                 print(f"  {quote_path(path)}", file=sys.stderr)
         if args.write_tags and not report.interrupted:
             model = lib.model(report.model_id)
-            changes = tagwrite.write_decisions(lib, model, under=[os.path.abspath(p) for p in args.inputs],
-                                               dry_run=args.dry_run)
+            under = [os.path.abspath(p) for p in args.inputs] or None
+            changes = tagwrite.write_decisions(lib, model, under=under, dry_run=args.dry_run)
             _report_tag_changes(changes, args.dry_run, args.db)
             report.failures.extend((c.path, c.error) for c in changes if c.error)
     if report.interrupted:
@@ -194,7 +215,8 @@ def _report_tag_changes(changes, dry_run: bool, db: str, undo: bool = False) -> 
 COMMANDS = {
     "index": ("tag folders into a library database (resumable: reruns skip unchanged files)",
               index_arguments, cmd_index),
-    "search": ("rank indexed tracks by tag scores", search_arguments, cmd_search),
+    "search": ("rank indexed tracks by tag scores (the model's and the library's tag packs')", search_arguments,
+               cmd_search),
     "similar": ("rank indexed tracks by embedding similarity to a track or any audio file",
                 similar_arguments, cmd_similar),
     "export": ("write every indexed track as CSV, JSON lines or Parquet", export_arguments, cmd_export),

@@ -135,7 +135,7 @@ class RayPipeline(index._Committing):
     def __init__(self, tagger: inference.Tagger, lib: store.Library, record: store.Model, jobs: list,
                  taggrams: bool, progress: bool, report: index.Report, address: str, model: str,
                  decoders: int | None, actors: int | None, device: str | None, batch_size: int | None):
-        super().__init__(tagger, lib, record, jobs, taggrams, progress, report)
+        super().__init__(tagger, jobs, progress, report, lib=lib, record=record, taggrams=taggrams)
         self.address, self.model, self.device, self.batch_size = address, model, device, batch_size
         self.n_decoders, self.n_actors = decoders, actors
         self.queue = list(range(len(jobs)))[::-1]  # popped from the end: in walk order
@@ -237,7 +237,8 @@ class RayPipeline(index._Committing):
             known = j.known[2] if j.known else None
             self.active[job] = index._InFlight(j.path, known)
             self.files[job] = _File(self.decode.remote(j.path, known, self.record.sample_rate,
-                                                       self.record.segment_samples, index._CHUNK_SEGMENTS))
+                                                       self.record.segment_samples, index._CHUNK_SEGMENTS,
+                                                       self.hop_samples))
 
     def _wait(self, ray) -> None:
         """Wait for the next object of a file this process has room for, or a call's result; take what is ready."""

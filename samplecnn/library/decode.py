@@ -82,8 +82,10 @@ class Channel:
             raise ParentGone from None
 
 
-def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: int, parent_pid: int) -> None:
-    """The worker's main loop (the target of a spawned process)."""
+def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: int, parent_pid: int,
+        hop_samples: int | None = None) -> None:
+    """The worker's main loop (the target of a spawned process); segments start every `hop_samples` (default: one
+    segment, no overlap)."""
     # One thread each (the model in the parent gets the cores; decoders overlap with it, not with each other), and
     # Ctrl-C is the parent's to handle.
     quiet_worker()
@@ -91,7 +93,8 @@ def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: 
     try:
         while (job := channel.next_job()) is not None:
             index, path, known_hash = job
-            for kind, payload in messages(path, known_hash, sample_rate, segment_samples, min(chunk, window)):
+            for kind, payload in messages(path, known_hash, sample_rate, segment_samples, min(chunk, window),
+                                          hop_samples):
                 if kind == "segments":
                     channel.send_segments(index, payload)
                 else:
@@ -103,11 +106,12 @@ def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: 
         data.close()
 
 
-def ray_task(path: str, known_hash: str | None, sample_rate: int, segment_samples: int, chunk: int):
+def ray_task(path: str, known_hash: str | None, sample_rate: int, segment_samples: int, chunk: int,
+             hop_samples: int | None = None):
     """The decode task of `index --ray` (cluster.py runs it as a Ray streaming generator): `messages`, each chunk of
     segments as an object of its own after a small ("segments", n) header. Here, not in cluster.py, so that a decode
     worker imports no torch."""
-    for kind, payload in messages(path, known_hash, sample_rate, segment_samples, chunk):
+    for kind, payload in messages(path, known_hash, sample_rate, segment_samples, chunk, hop_samples):
         if kind == "segments":
             yield "segments", len(payload)
             yield payload
@@ -115,11 +119,13 @@ def ray_task(path: str, known_hash: str | None, sample_rate: int, segment_sample
             yield kind, payload
 
 
-def messages(path: str, known_hash: str | None, sample_rate: int, segment_samples: int, chunk: int):
-    """What decoding one file says, in order: ("segments", array of at most `chunk` segments) while it decodes, then
-    exactly one of ("done", info), ("same", stat: the bytes are the known ones) or ("error", reason). The one way a
-    file is hashed, decoded and cut, whichever engine runs it: these processes, or Ray's tasks (cluster.py).
-    Segments may come before an error found at the end (a silent file): the receiver drops them."""
+def messages(path: str, known_hash: str | None, sample_rate: int, segment_samples: int, chunk: int,
+             hop_samples: int | None = None):
+    """What decoding one file says, in order: ("segments", array of at most `chunk` segments, one starting every
+    `hop_samples`: default one segment, no overlap) while it decodes, then exactly one of ("done", info), ("same",
+    stat: the bytes are the known ones) or ("error", reason). The one way a file is hashed, decoded and cut, whichever
+    engine runs it: these processes, or Ray's tasks (cluster.py). Segments may come before an error found at the end
+    (a silent file): the receiver drops them."""
     from ..errors import AudioError
     from . import sources
 
@@ -129,7 +135,8 @@ def messages(path: str, known_hash: str | None, sample_rate: int, segment_sample
                 yield "same", stat
                 return
             decoded = SampleCounter()
-            for segments in _segments(local, sample_rate, segment_samples, chunk, decoded):
+            for segments in _segments(local, sample_rate, segment_samples, hop_samples or segment_samples, chunk,
+                                      decoded):
                 yield "segments", segments
         yield "done", {**stat, "samples": decoded.n}
     except AudioError as e:
@@ -140,11 +147,12 @@ def messages(path: str, known_hash: str | None, sample_rate: int, segment_sample
         yield "error", f"unexpected error ({type(e).__name__}: {e})"
 
 
-def _segments(path: str, sample_rate: int, segment_samples: int, chunk: int, decoded: SampleCounter):
+def _segments(path: str, sample_rate: int, segment_samples: int, hop_samples: int, chunk: int,
+              decoded: SampleCounter):
     """Arrays of at most `chunk` segments, cut as Tagger.tag cuts them; `decoded` (a SampleCounter) counts the
     samples."""
     from .. import audio
     from ..segments import segment_batches
 
     with audio.stream(path, sr=sample_rate) as blocks:
-        yield from segment_batches(decoded.count(blocks), segment_samples, segment_samples, chunk)
+        yield from segment_batches(decoded.count(blocks), segment_samples, hop_samples, chunk)

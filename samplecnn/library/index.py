@@ -36,7 +36,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .. import checkpoint, inference, pretrained
+from .. import checkpoint, inference, packs, pretrained
 from ..errors import SampleCNNError
 from ..workers import context, sigint_held, usable_cpus
 from . import decode, sources, store
@@ -79,6 +79,7 @@ class Report:
     decoder_deaths: int = 0
     actor_restarts: int = 0           # with Ray: model actors that died and were replaced
     peak_segments_in_flight: int = 0  # decoded segments held for the model at once (bounded by the windows)
+    packs: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)  # (name, add_pack's word, tracks)
 
     @property
     def indexed(self) -> int:
@@ -111,17 +112,35 @@ class _Job:
     known: tuple[int, int, str] | None  # (size, mtime_ns, hash) of its row, None if not indexed yet
 
 
+def add_packs(lib: store.Library, model: store.Model, tag_packs: list) -> list[tuple[str, str, int]]:
+    """Store `tag_packs` for `model` (a stored pack of the same name is replaced), each scored on every track from
+    its stored embedding: nothing is decoded. Refused, before anything is stored, for a pack of another model or a
+    tag name that the model or another stored pack already has. Returns (name, "added" | "replaced" | "unchanged",
+    tracks of the model) per pack."""
+    for pack in tag_packs:
+        pack.check_model(model.model_id)
+    names = {p.name for p in tag_packs}
+    if len(names) < len(tag_packs):
+        raise SampleCNNError("two tag packs have the same file name; a library names a pack by its file's stem")
+    kept = [p for p in lib.packs(model.model_id) if p.name not in names]
+    packs.check_tag_names(model.tags, kept + list(tag_packs))
+    n = lib.count(model.model_id)
+    return [(p.name, lib.add_pack(p, model.model_id), n) for p in tag_packs]
+
+
 def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model: str = "default",
           workers: int | None = None, batch_size: int | None = None, device: str | None = None,
           taggrams: bool = False, prune: bool = False, progress: bool = True, verify: bool = False,
-          ray: str | None = None, actors: int | None = None) -> Report:
+          tag_packs: list | None = None, ray: str | None = None, actors: int | None = None) -> Report:
     """Index every audio file under `inputs` (local paths or fsspec URLs: sources.py) into the library at `db_path`
     (created if needed).
 
     `verify` hashes every file, even those whose size and mtime match their row, and re-tags those whose bytes
-    changed: the only way to catch an edit that kept both (a tool that restores the mtime). `ray`: run the decoding
-    and the model on a Ray cluster instead of this machine's processes (cluster.py): "local" starts one here, "auto"
-    or an address joins one; `actors` is then the number of model actors, `workers` the files decoded at once."""
+    changed: the only way to catch an edit that kept both (a tool that restores the mtime). `tag_packs` are stored
+    in the library first (add_packs); every track tagged is scored with all the model's stored packs. `ray`: run the
+    decoding and the model on a Ray cluster instead of this machine's processes (cluster.py): "local" starts one
+    here, "auto" or an address joins one; `actors` is then the number of model actors, `workers` the files decoded
+    at once."""
     inputs = [os.fspath(p) for p in inputs]
     if workers is not None and workers < 1:
         raise SampleCNNError(f"--workers must be at least 1, got {workers}")
@@ -143,6 +162,7 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
         if prune:
             _check_prune_roots(lib, roots, present, record.model_id)
         lib.add_model(record)
+        report.packs = add_packs(lib, record, tag_packs or [])
         jobs = _plan(files, lib.states(record.model_id), verify, report)
         report.missing = [p for p in lib.paths_under(roots, record.model_id)
                           if p not in present and not sources.exists(p)]
@@ -156,7 +176,8 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
                                                batch_size=batch_size)
             else:
                 workers = default_workers(tagger.device.type) if workers is None else workers
-                pipeline = _Pipeline(tagger, lib, record, jobs, workers, taggrams, progress, report)
+                pipeline = _Pipeline(tagger, jobs, workers, progress, report, lib=lib, record=record,
+                                     taggrams=taggrams)
             try:
                 pipeline.run()
             except KeyboardInterrupt:
@@ -220,16 +241,37 @@ class _Worker:
     alive: bool = True
 
 
+def tag_files(tagger: inference.Tagger, paths: Iterable[str | os.PathLike], on_result, on_failure,
+              workers: int | None = None, hop: float | None = None, progress: bool = True) -> Report:
+    """Tag many files with one model through the index's pipeline (decoder processes beside the model, segments of
+    any files in one batch), without a library: `on_result(path, TagResult, song embedding)` and
+    `on_failure(path, reason)` are called as each file finishes (not in the given order). What `samplecnn tag`
+    runs for several files."""
+    hop_samples = tagger._hop_samples(hop)  # an option error stops the run before any decoder starts
+    jobs = [_Job(os.fspath(p), None) for p in paths]
+    report = Report(found=len(jobs))
+    if jobs:
+        pipeline = _Pipeline(tagger, jobs, default_workers(tagger.device.type) if workers is None else workers,
+                             progress, report, hop_samples=hop_samples, on_result=on_result, on_failure=on_failure)
+        pipeline.run()
+    return report
+
+
 class _Committing:
     """What every engine does with its files' results in this process, the one that holds the library: the song
-    result of each finished file (Tagger.song_result) committed in its own transaction, a failure recorded, a stat
-    updated, the report and the progress bar. An engine (the decoder processes here, Ray in cluster.py) fills
-    `active` with one _InFlight per file and calls _finish_ready."""
+    result of each finished file (Tagger.song_result) committed in its own transaction with its tag packs' scores,
+    a failure recorded, a stat updated, the report and the progress bar; without a library (`lib` None: tag_files),
+    `on_result` / `on_failure` called instead. An engine (the decoder processes here, Ray in cluster.py) cuts
+    segments every `hop_samples`, fills `active` with one _InFlight per file and calls _finish_ready."""
 
-    def __init__(self, tagger: inference.Tagger, lib: store.Library, record: store.Model, jobs: list[_Job],
-                 taggrams: bool, progress: bool, report: Report):
+    def __init__(self, tagger: inference.Tagger, jobs: list[_Job], progress: bool, report: Report,
+                 lib: store.Library | None = None, record: store.Model | None = None, taggrams: bool = False,
+                 hop_samples: int | None = None, on_result=None, on_failure=None):
         self.tagger, self.lib, self.record, self.jobs = tagger, lib, record, jobs
+        self.hop_samples = hop_samples or tagger.info.segment_samples
+        self.on_result, self.on_failure = on_result, on_failure
         self.taggrams, self.report = taggrams, report
+        self.packs = lib.packs(record.model_id) if lib is not None else []
         self.active: dict[int, _InFlight] = {}
         self.unfinished = set(range(len(jobs)))
         self.show_progress = progress
@@ -264,20 +306,31 @@ class _Committing:
             self._finished(job)
 
     def _commit(self, st: _InFlight) -> None:
-        """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), and its embedding."""
-        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], path=st.path)
+        """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), its embedding and
+        its packs' scores."""
+        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], self.hop_samples,
+                                         path=st.path, embeddings=np.concatenate(st.embeds))
+        if self.lib is None:
+            self.on_result(st.path, result, result.embedding)
+            self.report.new += 1
+            return
         self.lib.put_track(store.Track(
             path=st.path, model_id=self.record.model_id, size=st.info["size"], mtime_ns=st.info["mtime_ns"],
             hash=st.info["hash"], duration=result.duration, segments=len(result.taggram), padded=result.padded,
             scores=result.scores, decisions=result.decisions,
-            embedding=inference.song_embedding(np.concatenate(st.embeds)),
-            taggram=result.taggram if self.taggrams else None))
+            embedding=result.embedding,
+            taggram=result.taggram if self.taggrams else None),
+            own=[(pack, pack.scores(result.embedding)) for pack in self.packs])
         if st.known_hash is None:
             self.report.new += 1
         else:
             self.report.retagged += 1
 
     def _fail(self, st: _InFlight) -> None:
+        if self.lib is None:
+            self.on_failure(st.path, st.error)
+            self.report.failures.append((st.path, st.error))
+            return
         info = st.info or {}
         if not info:
             try:
@@ -295,11 +348,12 @@ class _Committing:
 
 
 class _Pipeline(_Committing):
-    """Decoder processes -> a pipe each -> batches of segments across files -> the model -> one commit per track."""
+    """Decoder processes -> a pipe each -> batches of segments across files -> the model -> one commit per track
+    (into `lib`), or one `on_result` call per file (tag_files)."""
 
-    def __init__(self, tagger: inference.Tagger, lib: store.Library, record: store.Model, jobs: list[_Job],
-                 n_workers: int, taggrams: bool, progress: bool, report: Report):
-        super().__init__(tagger, lib, record, jobs, taggrams, progress, report)
+    def __init__(self, tagger: inference.Tagger, jobs: list[_Job], n_workers: int, progress: bool, report: Report,
+                 **committing):
+        super().__init__(tagger, jobs, progress, report, **committing)
         self.n_workers = min(n_workers, len(jobs))
         self.batch_size = tagger.batch_size
         self.window = window_segments(self.batch_size, self.n_workers)
@@ -332,14 +386,15 @@ class _Pipeline(_Committing):
         """A fresh decoder process (given `job` at once: the retry of a file whose decoder died)."""
         ours, theirs = self.ctx.Pipe(duplex=True)
         data_ours, data_theirs = socket.socketpair()
+        info = self.tagger.info
         p = self.ctx.Process(target=decode.run, daemon=True, name="samplecnn-decoder",
-                             args=(theirs, data_theirs, self.record.sample_rate, self.record.segment_samples,
-                                   _CHUNK_SEGMENTS, self.window, os.getpid()))
+                             args=(theirs, data_theirs, info.sample_rate, info.segment_samples, _CHUNK_SEGMENTS,
+                                   self.window, os.getpid(), self.hop_samples))
         with sigint_held():
             p.start()
         theirs.close()  # only the child holds its ends: its death reads as end-of-file here
         data_theirs.close()
-        ring = np.empty((self.window, self.record.segment_samples), np.float32)
+        ring = np.empty((self.window, info.segment_samples), np.float32)
         worker = _Worker(p, ours, data_ours, ring)
         self.workers.append(worker)
         if job is not None:

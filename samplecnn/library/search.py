@@ -27,20 +27,25 @@ class Hit:
 
 def search(lib: store.Library, model: store.Model, tags: list[str], without: list[str] = (),
            limit: int = 20) -> list[Hit]:
-    """Tracks ranked by the mean of their `tags` scores and of (1 - score) for each tag in `without`."""
+    """Tracks ranked by the mean of their `tags` scores and of (1 - score) for each tag in `without`; a tag may be
+    one of the model's or of a tag pack stored in the library (`index --tags PACK`)."""
     if not tags and not without:
         raise SampleCNNError("give at least one --tag or --not")
-    wanted = [_tag_index(model, t) for t in tags]
-    unwanted = [_tag_index(model, t) for t in without]
+    pack_tags, pack_scores = lib.pack_matrix(model.model_id)
+    names = list(model.tags) + pack_tags
+    wanted = [_tag_index(model, names, t) for t in tags]
+    unwanted = [_tag_index(model, names, t) for t in without]
     paths, scores = lib.matrix(model.model_id, "scores")
     if not paths:
         return []
+    if pack_tags:
+        scores = np.hstack([scores, pack_scores])
     terms = [scores[:, i] for i in wanted] + [1.0 - scores[:, i] for i in unwanted]
-    combined = np.mean(terms, axis=0)
+    combined = np.nan_to_num(np.mean(terms, axis=0), nan=-np.inf)  # a track without a pack's scores: last
     hits = []
     for i in _top(combined, limit):
-        detail = {model.tags[j]: float(scores[i, j]) for j in wanted}
-        detail.update({f"not {model.tags[j]}": float(1.0 - scores[i, j]) for j in unwanted})
+        detail = {names[j]: float(scores[i, j]) for j in wanted}
+        detail.update({f"not {names[j]}": float(1.0 - scores[i, j]) for j in unwanted})
         hits.append(Hit(paths[i], float(combined[i]), detail))
     return hits
 
@@ -91,15 +96,17 @@ def query_embedding(lib: store.Library, model: store.Model, query: str, checkpoi
     return tagger.embed(path), None
 
 
-def _tag_index(model: store.Model, tag: str) -> int:
-    if tag in model.tags:
-        return model.tags.index(tag)
-    lowered = {t.lower(): i for i, t in enumerate(model.tags)}
+def _tag_index(model: store.Model, names: list[str], tag: str) -> int:
+    if tag in names:
+        return names.index(tag)
+    lowered = {t.lower(): i for i, t in enumerate(names)}
     if tag.lower() in lowered:
         return lowered[tag.lower()]
-    close = difflib.get_close_matches(tag, model.tags, n=3)
+    close = difflib.get_close_matches(tag, names, n=3)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise SampleCNNError(f"unknown tag {tag!r} for model {model.model_id}{hint}")
+    packs = len(names) - len(model.tags)
+    where = f" (or the library's {packs} tag-pack tag(s))" if packs else ""
+    raise SampleCNNError(f"unknown tag {tag!r} for model {model.model_id}{where}{hint}")
 
 
 def _top(values: np.ndarray, k: int) -> np.ndarray:

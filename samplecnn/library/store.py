@@ -10,6 +10,10 @@ Why this shape:
 - A path is stored as TEXT when it is valid UTF-8 (nearly always) and otherwise as the BLOB of its raw bytes
   (os.fsencode): a file name in another encoding is kept exactly, instead of stopping the run (SQLite text must be
   UTF-8). Every path goes in through `_key` and comes out through `_path`, so callers only ever see `str` paths.
+- Tag packs (samplecnn.packs) are stored whole, per model, with their tags' scores and decisions for every track of
+  that model (computed from the stored embedding): a track committed later is scored with every pack of its model in
+  its own transaction, and a row that goes (pruned, failed) takes its pack scores with it (ON DELETE CASCADE). A
+  library written before packs existed gets the two tables the first time it is opened for writing.
 - An existing SQLite file that is not a samplecnn library is refused before anything is written to it (not even
   the switch to WAL, which would persist).
 """
@@ -29,6 +33,7 @@ import numpy as np
 from ..errors import SampleCNNError
 
 SCHEMA_VERSION = 1
+_SCORE_CHUNK = 4096  # tracks scored at a time when a tag pack is added
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,6 +64,22 @@ CREATE TABLE IF NOT EXISTS tracks (
     taggram BLOB,                    -- float16 x segments x n_tags, only with --taggram
     indexed_at TEXT NOT NULL,
     UNIQUE (path, model_id)
+);
+CREATE TABLE IF NOT EXISTS packs (
+    id INTEGER PRIMARY KEY,
+    model_id TEXT NOT NULL REFERENCES models (model_id),
+    name TEXT NOT NULL,              -- the pack file's stem: how outputs name it
+    source TEXT NOT NULL,            -- the file it was last read from
+    pack TEXT NOT NULL,              -- the pack itself (samplecnn.packs.pack_text): new tracks are scored with it
+    added_at TEXT NOT NULL,
+    UNIQUE (model_id, name)
+);
+CREATE TABLE IF NOT EXISTS pack_scores (
+    track_id INTEGER NOT NULL REFERENCES tracks (id) ON DELETE CASCADE,
+    pack_id INTEGER NOT NULL REFERENCES packs (id) ON DELETE CASCADE,
+    scores BLOB NOT NULL,            -- float32 x the pack's tags, from the track's embedding
+    decisions TEXT NOT NULL,         -- JSON list, best first
+    PRIMARY KEY (track_id, pack_id)
 );
 CREATE TABLE IF NOT EXISTS failures (
     path TEXT NOT NULL,
@@ -239,9 +260,16 @@ class Library:
         rows = self.db.execute("SELECT path, size, mtime_ns, hash FROM tracks WHERE model_id = ?", (model_id,))
         return {_path(p): (s, m, h) for p, s, m, h in rows}
 
-    def put_track(self, t: Track) -> None:
-        """Insert or replace one track (and clear a failure it had) in one transaction."""
-        self.put_tracks([t])
+    def put_track(self, t: Track, own: list | None = None) -> None:
+        """Insert or replace one track (and clear a failure it had) in one transaction, with its scores of the tag
+        packs in `own`: (pack, scores) per stored pack of its model."""
+        with self.transaction():
+            self._upsert(t)
+            if own:
+                track_id = self._track_id(t.path, t.model_id)
+                ids = self._pack_ids(t.model_id)
+                for pack, scores in own:
+                    self._put_pack_score(track_id, ids[pack.name], pack, scores)
 
     def put_tracks(self, tracks: Iterable[Track]) -> None:
         """Insert or replace many tracks in one transaction (imports, benchmarks)."""
@@ -339,6 +367,98 @@ class Library:
             return [], np.zeros((0, 0), np.float32)
         paths = [_path(r[0]) for r in rows]
         return paths, np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1)
+
+    # -- tag packs --
+
+    def packs(self, model_id: str) -> list:
+        """The tag packs stored for `model_id`, in the order they were first added (samplecnn.packs.TagPack)."""
+        from ..packs import pack_from_text
+
+        if not self._has_table("packs"):  # a library from before packs, opened read-only
+            return []
+        rows = self.db.execute("SELECT source, pack FROM packs WHERE model_id = ? ORDER BY id", (model_id,))
+        return [pack_from_text(text, source) for source, text in rows]
+
+    def add_pack(self, pack, model_id: str) -> str:
+        """Store `pack` for `model_id`, replacing a stored pack of the same name; its scores of every track (from
+        their embeddings, by pack.scores) are written in the same transaction. Returns "added", "replaced" or
+        "unchanged" (the same pack: nothing is computed)."""
+        from ..packs import pack_text
+
+        text = pack_text(pack)
+        row = self.db.execute("SELECT id, pack FROM packs WHERE model_id = ? AND name = ?",
+                              (model_id, pack.name)).fetchone()
+        if row is not None and row[1] == text:
+            with self.transaction():
+                self.db.execute("UPDATE packs SET source = ? WHERE id = ?", (pack.path or "", row[0]))
+            return "unchanged"
+        with self.transaction():
+            if row is None:
+                pack_id = self.db.execute("INSERT INTO packs (model_id, name, source, pack, added_at) VALUES "
+                                          "(?, ?, ?, ?, ?)", (model_id, pack.name, pack.path or "", text,
+                                                              now())).lastrowid
+            else:
+                pack_id = row[0]
+                self.db.execute("UPDATE packs SET source = ?, pack = ? WHERE id = ?", (pack.path or "", text,
+                                                                                      pack_id))
+                self.db.execute("DELETE FROM pack_scores WHERE pack_id = ?", (pack_id,))
+            rows = self.db.execute("SELECT id, embedding FROM tracks WHERE model_id = ? ORDER BY id", (model_id,))
+            while chunk := rows.fetchmany(_SCORE_CHUNK):  # bounded memory, whatever the library's size
+                embeddings = np.frombuffer(b"".join(r[1] for r in chunk), "<f4").reshape(len(chunk), -1)
+                for (track_id, _), scores in zip(chunk, pack.scores(embeddings)):
+                    self._put_pack_score(track_id, pack_id, pack, scores)
+        return "added" if row is None else "replaced"
+
+    def own_tags(self, model_id: str) -> dict[str, tuple[dict[str, float], list[str]]]:
+        """path -> (tag -> score, decided tags) over every stored pack of `model_id`, packs in the order added."""
+        out: dict[str, tuple[dict[str, float], list[str]]] = {}
+        if not self._has_table("packs"):
+            return out
+        tags = {pid: json.loads(text)["tags"] for pid, text in
+                self.db.execute("SELECT id, pack FROM packs WHERE model_id = ?", (model_id,))}
+        rows = self.db.execute(
+            "SELECT t.path, s.pack_id, s.scores, s.decisions FROM pack_scores s JOIN tracks t ON t.id = s.track_id "
+            "WHERE t.model_id = ? ORDER BY s.pack_id", (model_id,))
+        for path, pack_id, blob, decisions in rows:
+            scores, decided = out.setdefault(_path(path), ({}, []))
+            scores.update(zip(tags[pack_id], np.frombuffer(blob, "<f4").tolist()))
+            decided.extend(json.loads(decisions))
+        return out
+
+    def pack_matrix(self, model_id: str) -> tuple[list[str], np.ndarray]:
+        """(the stored packs' tags, float32 matrix of their scores with one row per track in path order, as
+        `matrix` gives them; NaN where a track has no score of that pack)."""
+        tags, columns = [], []
+        n = self.count(model_id)
+        if self._has_table("packs"):
+            for pack_id, text in self.db.execute("SELECT id, pack FROM packs WHERE model_id = ? ORDER BY id",
+                                                 (model_id,)).fetchall():
+                pack_tags = json.loads(text)["tags"]
+                rows = self.db.execute("SELECT s.scores FROM tracks t LEFT JOIN pack_scores s ON s.track_id = t.id "
+                                       "AND s.pack_id = ? WHERE t.model_id = ? ORDER BY t.path",
+                                       (pack_id, model_id)).fetchall()
+                block = np.full((n, len(pack_tags)), np.nan, np.float32)
+                for i, (blob,) in enumerate(rows):
+                    if blob is not None:
+                        block[i] = np.frombuffer(blob, "<f4")
+                tags += pack_tags
+                columns.append(block)
+        return tags, np.hstack(columns) if columns else np.zeros((n, 0), np.float32)
+
+    def _put_pack_score(self, track_id: int, pack_id: int, pack, scores: np.ndarray) -> None:
+        self.db.execute("INSERT OR REPLACE INTO pack_scores VALUES (?, ?, ?, ?)",
+                        (track_id, pack_id, _blob(scores), json.dumps(pack.decided(np.asarray(scores)))))
+
+    def _pack_ids(self, model_id: str) -> dict[str, int]:
+        return dict(self.db.execute("SELECT name, id FROM packs WHERE model_id = ?", (model_id,)).fetchall())
+
+    def _track_id(self, path: str, model_id: str) -> int:
+        return self.db.execute("SELECT id FROM tracks WHERE path = ? AND model_id = ?",
+                               (_key(path), model_id)).fetchone()[0]
+
+    def _has_table(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                               (name,)).fetchone() is not None
 
     # -- metadata writes --
 

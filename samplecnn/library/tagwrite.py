@@ -70,10 +70,12 @@ def write_field(path: str | os.PathLike, values: list[str] | None) -> None:
 
 def write_decisions(lib: store.Library, model: store.Model, under: list[str] | None = None,
                     dry_run: bool = False) -> list[Change]:
-    """Make each indexed file's field equal its decided tags (absent when none were decided)."""
+    """Make each indexed file's field equal its decided tags, the model's then the library's tag packs' (absent
+    when none were decided)."""
+    own = lib.own_tags(model.model_id)
     with _journal(lib, dry_run) as (journal, changes):
         for t in lib.tracks(model.model_id, under=under):
-            target = list(t.decisions) or None
+            target = list(t.decisions) + own.get(t.path, ({}, []))[1] or None
             try:
                 changes.append(_write_track(lib, journal, model, t, target, dry_run))
             except SampleCNNError as e:

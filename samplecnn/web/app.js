@@ -7,7 +7,9 @@ async function showModel() {
   try {
     const body = await (await fetch("/v1/models")).json();
     const m = body.models[0];
-    $("model").textContent = `Model: ${m.id} (${m.arch}, ${m.tags.length} tags).`;
+    const packs = (m.packs || []).map((p) => `${p.name} (${p.tags.length})`);
+    $("model").textContent = `Model: ${m.id} (${m.arch}, ${m.tags.length} tags)` +
+      (packs.length ? `; your tag packs: ${packs.join(", ")}.` : ".");
   } catch (e) {
     $("model").textContent = "Model information is unavailable.";
   }
@@ -41,13 +43,26 @@ async function tagFile(file) {
 
 function render(body) {
   $("title").textContent = body.filename;
+  const own = body.pack_decisions || [];
   $("summary").textContent = `${body.duration.toFixed(1)} s, ${body.segments} segment` +
     `${body.segments === 1 ? "" : "s"}${body.padded ? " (padded)" : ""}; decided: ` +
-    (body.decisions.length ? body.decisions.join(", ") : "(none)");
-  const decided = new Set(body.decisions);
-  const bars = $("bars");
-  bars.replaceChildren();
-  for (const { tag, score } of body.top) {
+    (body.decisions.length ? body.decisions.join(", ") : "(none)") +
+    (body.pack_scores ? `; your tags: ${own.length ? own.join(", ") : "(none)"}` : "");
+  drawBars($("bars"), body.top, body.decisions);
+  // the tag packs' tags (`serve --tags PACK`), best first, beside the model's
+  const packed = Object.entries(body.pack_scores || {}).map(([tag, score]) => ({ tag, score }));
+  packed.sort((a, b) => b.score - a.score);
+  drawBars($("own-bars"), packed, own);
+  $("own-box").hidden = !body.pack_scores;
+  $("taggram").src = body.taggram_url;
+  $("json").textContent = JSON.stringify(body, null, 1);
+  $("result").hidden = false;
+}
+
+function drawBars(list, scored, decisions) {
+  const decided = new Set(decisions);
+  list.replaceChildren();
+  for (const { tag, score } of scored) {
     const li = document.createElement("li");
     li.className = decided.has(tag) ? "decided" : "";
     li.dataset.tag = tag;
@@ -65,11 +80,8 @@ function render(body) {
     value.className = "value";
     value.textContent = score.toFixed(3);
     li.append(name, track, value);
-    bars.append(li);
+    list.append(li);
   }
-  $("taggram").src = body.taggram_url;
-  $("json").textContent = JSON.stringify(body, null, 1);
-  $("result").hidden = false;
 }
 
 const drop = $("drop");
