@@ -8,7 +8,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from .errors import SampleCNNError
 
@@ -42,9 +42,20 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
 
 def file_hash(path: str | os.PathLike) -> tuple[str, int, int]:
     """(blake2b-128 hex of the bytes, size, mtime_ns), the stat taken from the same open file as the bytes."""
-    h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest(), st.st_size, st.st_mtime_ns
+        digest, _ = stream_hash(f)
+    return digest, st.st_size, st.st_mtime_ns
+
+
+def stream_hash(f: BinaryIO, copy_to: BinaryIO | None = None) -> tuple[str, int]:
+    """(blake2b-128 hex, byte count) of what is left to read in `f`, written on to `copy_to` as it is read (a remote
+    file is fetched and hashed in one pass): the one content hash of a file, wherever it lives."""
+    h = hashlib.blake2b(digest_size=16)
+    n = 0
+    while chunk := f.read(_CHUNK):
+        h.update(chunk)
+        n += len(chunk)
+        if copy_to is not None:
+            copy_to.write(chunk)
+    return h.hexdigest(), n

@@ -21,7 +21,11 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
     cl.add_db(p, help="library database (created if missing)")
     cl.add_model(p)
     p.add_argument("--workers", type=int, help="decoder processes beside the model (default: CPUs - 1, at most 4; "
-                                                 "16 with a GPU)")
+                                                 "16 with a GPU); with --ray: files decoded at once")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="decode and run the model on a Ray cluster: alone, a Ray started on this machine; 'auto' or "
+                        "an address (host:port), the running cluster it names (needs the ray extra)")
+    p.add_argument("--actors", type=int, help="with --ray: model actors (default: one per GPU, else one per node)")
     cl.add_batch_size(p)
     cl.add_device(p)
     p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")
@@ -40,18 +44,22 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from .. import packs
-    from . import index, store, tagwrite
+    from . import index, sources, store, tagwrite
     from .output import quote_path
 
     if not args.inputs and not args.tags:
         raise SampleCNNError("give the folders to index (DIR...), or --tags PACK to add tag packs to the library")
+    if args.write_tags and any(sources.is_url(p) for p in args.inputs):
+        raise SampleCNNError("--write-tags edits local files only; a URL was given (index it, then run write-tags "
+                             "where the files are mounted)")
     tag_packs = packs.read_packs(args.tags, packs.model_id_of(args.model),
                                  "--tags takes tag packs: put the folders before --tags") if args.tags else []
     if args.inputs:
         report = index.index(args.inputs, args.db, model=args.model, workers=args.workers,
                              batch_size=args.batch_size, device=args.device, taggrams=args.taggrams,
-                             prune=args.prune, progress=sys.stderr.isatty(), verify=args.verify, tag_packs=tag_packs)
-    else:  # packs alone: the model's tracks are scored from their embeddings, without loading the model
+                             prune=args.prune, progress=sys.stderr.isatty(), verify=args.verify, tag_packs=tag_packs,
+                             ray=args.ray, actors=args.actors)
+    else:  # packs alone: the model's tracks are scored from their embeddings, without loading the model (or Ray)
         with store.Library(args.db) as lib:
             model = lib.model(packs.model_id_of(args.model))
             report = index.Report(model_id=model.model_id, packs=index.add_packs(lib, model, tag_packs))

@@ -92,8 +92,13 @@ def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: 
     channel = Channel(conn, data, window, parent_pid)
     try:
         while (job := channel.next_job()) is not None:
-            _process(channel, *job, sample_rate=sample_rate, segment_samples=segment_samples,
-                     hop_samples=hop_samples or segment_samples, chunk=min(chunk, window))
+            index, path, known_hash = job
+            for kind, payload in messages(path, known_hash, sample_rate, segment_samples, min(chunk, window),
+                                          hop_samples):
+                if kind == "segments":
+                    channel.send_segments(index, payload)
+                else:
+                    channel.send((kind, index, payload))
     except ParentGone:
         pass
     finally:
@@ -101,30 +106,45 @@ def run(conn, data, sample_rate: int, segment_samples: int, chunk: int, window: 
         data.close()
 
 
-def _process(channel: Channel, index: int, path: str, known_hash: str | None, sample_rate: int,
-             segment_samples: int, hop_samples: int, chunk: int) -> None:
-    """One file: its hash, then (unless the bytes are the known ones) its segments and what was decoded."""
+def ray_task(path: str, known_hash: str | None, sample_rate: int, segment_samples: int, chunk: int,
+             hop_samples: int | None = None):
+    """The decode task of `index --ray` (cluster.py runs it as a Ray streaming generator): `messages`, each chunk of
+    segments as an object of its own after a small ("segments", n) header. Here, not in cluster.py, so that a decode
+    worker imports no torch."""
+    for kind, payload in messages(path, known_hash, sample_rate, segment_samples, chunk, hop_samples):
+        if kind == "segments":
+            yield "segments", len(payload)
+            yield payload
+        else:
+            yield kind, payload
+
+
+def messages(path: str, known_hash: str | None, sample_rate: int, segment_samples: int, chunk: int,
+             hop_samples: int | None = None):
+    """What decoding one file says, in order: ("segments", array of at most `chunk` segments, one starting every
+    `hop_samples`: default one segment, no overlap) while it decodes, then exactly one of ("done", info), ("same",
+    stat: the bytes are the known ones) or ("error", reason). The one way a file is hashed, decoded and cut, whichever
+    engine runs it: these processes, or Ray's tasks (cluster.py). Segments may come before an error found at the end
+    (a silent file): the receiver drops them."""
     from ..errors import AudioError
-    from ..fileio import file_hash
+    from . import sources
 
     try:
-        digest, size, mtime_ns = file_hash(path)
-        stat = {"hash": digest, "size": size, "mtime_ns": mtime_ns}
-        if digest == known_hash:
-            channel.send(("same", index, stat))
-            return
-        decoded = SampleCounter()
-        for segments in _segments(path, sample_rate, segment_samples, hop_samples, chunk, decoded):
-            channel.send_segments(index, segments)
-        channel.send(("done", index, {**stat, "samples": decoded.n}))
-    except ParentGone:
-        raise
+        with sources.fetched(path) as (local, stat):
+            if stat["hash"] == known_hash:
+                yield "same", stat
+                return
+            decoded = SampleCounter()
+            for segments in _segments(local, sample_rate, segment_samples, hop_samples or segment_samples, chunk,
+                                      decoded):
+                yield "segments", segments
+        yield "done", {**stat, "samples": decoded.n}
     except AudioError as e:
-        channel.send(("error", index, e.reason))
+        yield "error", e.reason
     except OSError as e:
-        channel.send(("error", index, f"cannot be read ({e.strerror or e})"))
+        yield "error", f"cannot be read ({e.strerror or e})"
     except Exception as e:  # a decoder bug must cost one file, not the run
-        channel.send(("error", index, f"unexpected error ({type(e).__name__}: {e})"))
+        yield "error", f"unexpected error ({type(e).__name__}: {e})"
 
 
 def _segments(path: str, sample_rate: int, segment_samples: int, hop_samples: int, chunk: int,

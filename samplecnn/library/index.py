@@ -3,6 +3,8 @@
 The pipeline: decoder worker processes (decode.py) hash, decode and segment files in parallel, each streaming its
 file's segments through its own pipe; this process gathers segments of any files into model batches as they come
 (the model never waits for one file to be decoded whole), and commits each finished track in its own transaction.
+With `ray=`, the decoding and the model run on a Ray cluster instead (cluster.py); the plan and the commits here
+are the same (_Committing). Inputs are local paths or fsspec URLs (sources.py).
 
 Reliability, by construction:
 - each decoder holds one file at a time and has its own pipe, so a decoder that dies (killed, out of memory, a
@@ -34,10 +36,10 @@ from typing import Iterable
 
 import numpy as np
 
-from .. import audio, checkpoint, inference, packs, pretrained
+from .. import checkpoint, inference, packs, pretrained
 from ..errors import SampleCNNError
 from ..workers import context, sigint_held, usable_cpus
-from . import decode, store
+from . import decode, sources, store
 
 _POLL_S = 1.0
 _CHUNK_SEGMENTS = 16  # segments per message from a decoder: ~3.8 MB, a few dozen ms of model time
@@ -75,6 +77,7 @@ class Report:
     pruned: int = 0
     interrupted: bool = False
     decoder_deaths: int = 0
+    actor_restarts: int = 0           # with Ray: model actors that died and were replaced
     peak_segments_in_flight: int = 0  # decoded segments held for the model at once (bounded by the windows)
     packs: list[tuple[str, str, int]] = dataclasses.field(default_factory=list)  # (name, add_pack's word, tracks)
 
@@ -128,36 +131,53 @@ def add_packs(lib: store.Library, model: store.Model, tag_packs: list) -> list[t
 def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model: str = "default",
           workers: int | None = None, batch_size: int | None = None, device: str | None = None,
           taggrams: bool = False, prune: bool = False, progress: bool = True, verify: bool = False,
-          tag_packs: list | None = None) -> Report:
-    """Index every audio file under `inputs` into the library at `db_path` (created if needed).
+          tag_packs: list | None = None, ray: str | None = None, actors: int | None = None) -> Report:
+    """Index every audio file under `inputs` (local paths or fsspec URLs: sources.py) into the library at `db_path`
+    (created if needed).
 
     `verify` hashes every file, even those whose size and mtime match their row, and re-tags those whose bytes
     changed: the only way to catch an edit that kept both (a tool that restores the mtime). `tag_packs` are stored
-    in the library first (add_packs); every track tagged is scored with all the model's stored packs."""
+    in the library first (add_packs); every track tagged is scored with all the model's stored packs. `ray`: run the
+    decoding and the model on a Ray cluster instead of this machine's processes (cluster.py): "local" starts one
+    here, "auto" or an address joins one; `actors` is then the number of model actors, `workers` the files decoded
+    at once."""
     inputs = [os.fspath(p) for p in inputs]
     if workers is not None and workers < 1:
         raise SampleCNNError(f"--workers must be at least 1, got {workers}")
-    files, input_errors = audio.find_audio(inputs)
-    tagger, record = tagger_and_record(model, device=device, batch_size=batch_size)
-    workers = default_workers(tagger.device.type) if workers is None else workers
+    if actors is not None and (actors < 1 or ray is None):
+        raise SampleCNNError("--actors needs --ray" if ray is None else f"--actors must be at least 1, got {actors}")
+    if ray is not None:
+        from . import cluster
+
+        cluster.check_available(ray)
+    files, input_errors = sources.find(inputs)
+    # with Ray the model runs in its actors; here only its song results are made (Tagger.song_result)
+    tagger, record = tagger_and_record(model, device="cpu" if ray is not None else device, batch_size=batch_size)
     report = Report(model_id=record.model_id, found=len(files), bad_inputs=len(input_errors))
-    report.failures.extend((os.fspath(e.path), e.reason) for e in input_errors)
+    report.failures.extend(input_errors)
 
     with store.Library(db_path, create=True) as lib:
-        present = {os.path.abspath(f) for f in files}
-        roots = [os.path.abspath(p) for p in inputs]
+        present = set(files)
+        roots = [sources.key(p) for p in inputs]
         if prune:
             _check_prune_roots(lib, roots, present, record.model_id)
         lib.add_model(record)
         report.packs = add_packs(lib, record, tag_packs or [])
         jobs = _plan(files, lib.states(record.model_id), verify, report)
         report.missing = [p for p in lib.paths_under(roots, record.model_id)
-                          if p not in present and not os.path.exists(p)]
+                          if p not in present and not sources.exists(p)]
         if prune and report.missing:
             report.pruned = lib.prune(report.missing, record.model_id)
 
         if jobs:
-            pipeline = _Pipeline(tagger, jobs, workers, progress, report, lib=lib, record=record, taggrams=taggrams)
+            if ray is not None:
+                pipeline = cluster.RayPipeline(tagger, lib, record, jobs, taggrams, progress, report, address=ray,
+                                               model=model, decoders=workers, actors=actors, device=device,
+                                               batch_size=batch_size)
+            else:
+                workers = default_workers(tagger.device.type) if workers is None else workers
+                pipeline = _Pipeline(tagger, jobs, workers, progress, report, lib=lib, record=record,
+                                     taggrams=taggrams)
             try:
                 pipeline.run()
             except KeyboardInterrupt:
@@ -165,18 +185,17 @@ def index(inputs: Iterable[str | os.PathLike], db_path: str | os.PathLike, model
     return report
 
 
-def _plan(files, known: dict, verify: bool, report: Report) -> list[_Job]:
+def _plan(files: list[str], known: dict, verify: bool, report: Report) -> list[_Job]:
     """The files to send to the decoders: new, changed stat, or every one with `verify`."""
     jobs = []
-    for f in files:
-        path = os.path.abspath(f)
+    for path in files:
         try:
-            st = os.stat(path)
+            st = sources.stat(path)
         except OSError as e:
-            report.failures.append((path, f"cannot be read ({e.strerror})"))
+            report.failures.append((path, f"cannot be read ({e.strerror or e})"))
             continue
         old = known.get(path)
-        if old is not None and old[:2] == (st.st_size, st.st_mtime_ns) and not verify:
+        if old is not None and old[:2] == st and not verify:
             report.unchanged += 1
         else:
             jobs.append(_Job(path, old))
@@ -192,7 +211,7 @@ def _check_prune_roots(lib: store.Library, roots: list[str], present: set[str], 
             continue
         held = lib.paths_under([root], model_id)
         if held:
-            state = "does not exist" if not os.path.lexists(root) else "has no audio files"
+            state = "does not exist" if not sources.exists(root) else "has no audio files"
             raise SampleCNNError(f"{state}, but the library holds {len(held)} file(s) under it: --prune refused "
                                  "(an unmounted drive or a renamed folder?)", root)
 
@@ -238,37 +257,116 @@ def tag_files(tagger: inference.Tagger, paths: Iterable[str | os.PathLike], on_r
     return report
 
 
-class _Pipeline:
-    """Decoder processes -> a pipe each -> batches of segments across files -> the model -> one commit per track
-    (into `lib`), or one `on_result` call per file (tag_files)."""
+class _Committing:
+    """What every engine does with its files' results in this process, the one that holds the library: the song
+    result of each finished file (Tagger.song_result) committed in its own transaction with its tag packs' scores,
+    a failure recorded, a stat updated, the report and the progress bar; without a library (`lib` None: tag_files),
+    `on_result` / `on_failure` called instead. An engine (the decoder processes here, Ray in cluster.py) cuts
+    segments every `hop_samples`, fills `active` with one _InFlight per file and calls _finish_ready."""
 
-    def __init__(self, tagger: inference.Tagger, jobs: list[_Job], n_workers: int, progress: bool, report: Report,
+    def __init__(self, tagger: inference.Tagger, jobs: list[_Job], progress: bool, report: Report,
                  lib: store.Library | None = None, record: store.Model | None = None, taggrams: bool = False,
                  hop_samples: int | None = None, on_result=None, on_failure=None):
         self.tagger, self.lib, self.record, self.jobs = tagger, lib, record, jobs
         self.hop_samples = hop_samples or tagger.info.segment_samples
         self.on_result, self.on_failure = on_result, on_failure
-        self.n_workers = min(n_workers, len(jobs))
         self.taggrams, self.report = taggrams, report
+        self.packs = lib.packs(record.model_id) if lib is not None else []
+        self.active: dict[int, _InFlight] = {}
+        self.unfinished = set(range(len(jobs)))
+        self.show_progress = progress
+
+    def _progress_bar(self):
+        from tqdm import tqdm
+
+        return tqdm(total=len(self.jobs), unit="file", file=sys.stderr, dynamic_ncols=True,
+                    disable=not self.show_progress, smoothing=0.05)
+
+    def _same(self, job: int, stat: dict) -> None:
+        """The bytes are those of the row: only a changed stat is recorded."""
+        known = self.jobs[job].known
+        if known is not None and known[:2] == (stat["size"], stat["mtime_ns"]):
+            self.report.unchanged += 1  # --verify: the file is as indexed
+        else:
+            self.lib.touch_track(self.jobs[job].path, self.record.model_id, stat["size"], stat["mtime_ns"],
+                                 stat["hash"])
+            self.report.touched += 1
+        self._finished(job)
+
+    # -- commits --
+
+    def _finish_ready(self) -> None:
+        for job, st in list(self.active.items()):
+            if st.rows_pending or (st.info is None and st.error is None):
+                continue
+            if st.error is not None:
+                self._fail(st)
+            else:
+                self._commit(st)
+            self._finished(job)
+
+    def _commit(self, st: _InFlight) -> None:
+        """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), its embedding and
+        its packs' scores."""
+        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], self.hop_samples,
+                                         path=st.path, embeddings=np.concatenate(st.embeds))
+        if self.lib is None:
+            self.on_result(st.path, result, result.embedding)
+            self.report.new += 1
+            return
+        self.lib.put_track(store.Track(
+            path=st.path, model_id=self.record.model_id, size=st.info["size"], mtime_ns=st.info["mtime_ns"],
+            hash=st.info["hash"], duration=result.duration, segments=len(result.taggram), padded=result.padded,
+            scores=result.scores, decisions=result.decisions,
+            embedding=result.embedding,
+            taggram=result.taggram if self.taggrams else None),
+            own=[(pack, pack.scores(result.embedding)) for pack in self.packs])
+        if st.known_hash is None:
+            self.report.new += 1
+        else:
+            self.report.retagged += 1
+
+    def _fail(self, st: _InFlight) -> None:
+        if self.lib is None:
+            self.on_failure(st.path, st.error)
+            self.report.failures.append((st.path, st.error))
+            return
+        info = st.info or {}
+        if not info:
+            try:
+                size, mtime_ns = sources.stat(st.path)
+                info = {"size": size, "mtime_ns": mtime_ns}
+            except (OSError, SampleCNNError):
+                pass
+        self.lib.put_failure(st.path, self.record.model_id, info.get("size"), info.get("mtime_ns"), st.error)
+        self.report.failures.append((st.path, st.error))
+
+    def _finished(self, job: int) -> None:
+        self.active.pop(job, None)
+        self.unfinished.discard(job)
+        self.progress.update(1)
+
+
+class _Pipeline(_Committing):
+    """Decoder processes -> a pipe each -> batches of segments across files -> the model -> one commit per track
+    (into `lib`), or one `on_result` call per file (tag_files)."""
+
+    def __init__(self, tagger: inference.Tagger, jobs: list[_Job], n_workers: int, progress: bool, report: Report,
+                 **committing):
+        super().__init__(tagger, jobs, progress, report, **committing)
+        self.n_workers = min(n_workers, len(jobs))
         self.batch_size = tagger.batch_size
         self.window = window_segments(self.batch_size, self.n_workers)
         self.queue: collections.deque[int] = collections.deque(range(len(jobs)))
         self.attempts: collections.Counter[int] = collections.Counter()
         self.workers: list[_Worker] = []
-        self.active: dict[int, _InFlight] = {}
-        self.unfinished = set(range(len(jobs)))
         self.pending: collections.deque = collections.deque()  # (job, worker, segments) waiting for the model
         self.pending_rows = 0
-        self.show_progress = progress
-        self.packs = lib.packs(record.model_id) if lib is not None else []
 
     def run(self) -> None:
-        from tqdm import tqdm
-
         # spawned: a decoder that died is replaced while the model's threads run (samplecnn.workers)
         self.ctx = context(runs_torch=False, started_late=True)
-        self.progress = tqdm(total=len(self.jobs), unit="file", file=sys.stderr, dynamic_ncols=True,
-                             disable=not self.show_progress, smoothing=0.05)
+        self.progress = self._progress_bar()
         try:
             for _ in range(self.n_workers):
                 self._start_worker()
@@ -425,17 +523,6 @@ class _Pipeline:
         w.tail = (w.tail + n) % size
         return views
 
-    def _same(self, job: int, stat: dict) -> None:
-        """The bytes are those of the row: only a changed stat is recorded."""
-        known = self.jobs[job].known
-        if known is not None and known[:2] == (stat["size"], stat["mtime_ns"]):
-            self.report.unchanged += 1  # --verify: the file is as indexed
-        else:
-            self.lib.touch_track(self.jobs[job].path, self.record.model_id, stat["size"], stat["mtime_ns"],
-                                 stat["hash"])
-            self.report.touched += 1
-        self._finished(job)
-
     # -- the model --
 
     def _run_batch(self) -> None:
@@ -471,58 +558,6 @@ class _Pipeline:
         st.rows_pending -= n
         self.pending_rows -= n
         self._send(w, ("credit", n))
-
-    # -- commits --
-
-    def _finish_ready(self) -> None:
-        for job, st in list(self.active.items()):
-            if st.rows_pending or (st.info is None and st.error is None):
-                continue
-            if st.error is not None:
-                self._fail(st)
-            else:
-                self._commit(st)
-            self._finished(job)
-
-    def _commit(self, st: _InFlight) -> None:
-        """The track's row: its song-level result as Tagger.tag builds it (Tagger.song_result), and its embedding."""
-        result = self.tagger.song_result(np.concatenate(st.probs), st.info["samples"], self.hop_samples,
-                                         path=st.path, embeddings=np.concatenate(st.embeds))
-        if self.lib is None:
-            self.on_result(st.path, result, result.embedding)
-            self.report.new += 1
-            return
-        self.lib.put_track(store.Track(
-            path=st.path, model_id=self.record.model_id, size=st.info["size"], mtime_ns=st.info["mtime_ns"],
-            hash=st.info["hash"], duration=result.duration, segments=len(result.taggram), padded=result.padded,
-            scores=result.scores, decisions=result.decisions,
-            embedding=result.embedding,
-            taggram=result.taggram if self.taggrams else None),
-            own=[(pack, pack.scores(result.embedding)) for pack in self.packs])
-        if st.known_hash is None:
-            self.report.new += 1
-        else:
-            self.report.retagged += 1
-
-    def _fail(self, st: _InFlight) -> None:
-        if self.lib is None:
-            self.on_failure(st.path, st.error)
-            self.report.failures.append((st.path, st.error))
-            return
-        info = st.info or {}
-        if not info:
-            try:
-                s = os.stat(st.path)
-                info = {"size": s.st_size, "mtime_ns": s.st_mtime_ns}
-            except OSError:
-                pass
-        self.lib.put_failure(st.path, self.record.model_id, info.get("size"), info.get("mtime_ns"), st.error)
-        self.report.failures.append((st.path, st.error))
-
-    def _finished(self, job: int) -> None:
-        self.active.pop(job, None)
-        self.unfinished.discard(job)
-        self.progress.update(1)
 
 
 def _exit_reason(code: int | None) -> str:
