@@ -336,11 +336,16 @@ class Run:
         the clip's label. Either way the choice depends only on (seed, epoch, draw)."""
         x = np.zeros((len(clips), SEG), dtype=np.float32)
         y = self.cache.labels[clips].astype(np.float32)
+        augment = self.crop_augment
+        if augment is not None:
+            from .views import draw_speed, samples_for
         for row, (i, draw) in enumerate(zip(clips, draws)):
             length = int(self.cache.lengths[i])
             rng = np.random.default_rng([self.cfg.seed, epoch, int(draw)])
-            speed = crop_speed(rng, self.crop_augment) if self.crop_augment is not None else 1.0
-            need = crop_samples(speed)
+            speed, need = 1.0, SEG
+            if augment is not None:  # the speed is drawn first, as a teacher's view draws it
+                speed = draw_speed(rng, augment)
+                need = samples_for(SEG, speed)
             segments = self.cache.segment_labels(int(i)) if self.cache.has_segment_labels else None
             if segments is not None and len(segments):  # 0 rows: a file the teacher could not read
                 k = int(rng.integers(0, len(segments)))
@@ -349,8 +354,8 @@ class Run:
             else:
                 start = int(rng.integers(0, max(1, length - need + 1)))
             piece = self.cache.clip_float(int(i), start, min(need, length - start))
-            if self.crop_augment is not None:
-                piece = augment_crop(piece, speed, rng, self.crop_augment)
+            if augment is not None:
+                piece = augment_crop(piece, speed, rng, augment)
             x[row, :len(piece)] = piece
         return (torch.from_numpy(x).unsqueeze(1).to(self.device, non_blocking=True),
                 torch.from_numpy(y).to(self.device, non_blocking=True))
@@ -540,30 +545,15 @@ def frozen_blocks(model: models.SampleCNN, n: int) -> torch.nn.ModuleList:
     return torch.nn.ModuleList([model.stem, *model.blocks][:n])
 
 
-def crop_speed(rng: np.random.Generator, augment) -> float:
-    """A label crop's playback speed (1: unchanged), drawn as the teacher's views draw theirs."""
-    return 1.0 + rng.uniform(-augment.max_speed, augment.max_speed) if rng.random() < augment.p_speed else 1.0
-
-
-def crop_samples(speed: float) -> int:
-    """Samples to read for one crop at `speed` (a few more than SEG x speed, for the resampler's edge)."""
-    return SEG if speed == 1.0 else int(math.ceil(SEG * speed)) + 64
-
-
 def augment_crop(piece: np.ndarray, speed: float, rng: np.random.Generator, augment) -> np.ndarray:
-    """A label crop played `speed` times faster, maybe filtered, at a random gain (peaks kept under 1)."""
+    """A label crop played `speed` times faster, then filtered and scaled as the teacher's views are."""
     import soxr
 
-    from .views import random_filter
+    from .views import filter_and_gain
 
     if speed != 1.0:
         piece = soxr.resample(piece, models.SAMPLE_RATE * speed, models.SAMPLE_RATE, "HQ")
-    piece = np.asarray(piece[:SEG], dtype=np.float32)
-    if rng.random() < augment.p_filter:
-        piece = random_filter(piece, rng)
-    piece = piece * np.float32(10 ** (rng.uniform(*augment.gain_db) / 20))
-    peak = float(np.abs(piece).max()) if len(piece) else 0.0
-    return (piece / peak if peak > 1.0 else piece).astype(np.float32, copy=False)
+    return filter_and_gain(np.asarray(piece[:SEG], dtype=np.float32), rng, augment)
 
 
 def _compute_clock() -> float:

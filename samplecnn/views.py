@@ -91,22 +91,18 @@ class ViewSampler:
     def view(self, rng: np.random.Generator) -> np.ndarray:
         """One augmented window with PAD samples of context on each side, float32 at 22050 Hz."""
         a = self.augment
-        speed = 1.0 + rng.uniform(-a.max_speed, a.max_speed) if rng.random() < a.p_speed else 1.0
+        speed = draw_speed(rng, a)
         x = self._read(rng, speed)
         if rng.random() < a.p_mix:
             x = x + self._read(rng, 1.0) * np.float32(10 ** (rng.uniform(*a.mix_db) / 20))
         if self.voices is not None and rng.random() < a.p_voice:
             x = x + self._voice(rng, x, rng.uniform(*a.voice_snr_db))
-        if rng.random() < a.p_filter:
-            x = random_filter(x, rng)
-        x = x * np.float32(10 ** (rng.uniform(*a.gain_db) / 20))
-        peak = float(np.abs(x).max())
-        return (x / peak if peak > 1.0 else x).astype(np.float32, copy=False)
+        return filter_and_gain(x, rng, a)
 
     def _read(self, rng: np.random.Generator, speed: float) -> np.ndarray:
         """A padded window from a random place in a random clip, played `speed` times faster (resampled)."""
         n_out = WINDOW + 2 * PAD
-        n_in = int(np.ceil(n_out * speed)) + 64 if speed != 1.0 else n_out
+        n_in = samples_for(n_out, speed)
         i = int(self.clips[rng.choice(len(self.clips), p=self.weights)])
         length = int(self.cache.lengths[i])
         start = int(rng.integers(0, max(1, length - n_in + 1)))
@@ -134,6 +130,25 @@ class ViewSampler:
             return out
         music_rms = max(float(np.sqrt(np.mean(music.astype(np.float64) ** 2))), 0.01)
         return out * np.float32(music_rms * 10 ** (snr_db / 20) / voice_rms)
+
+
+def draw_speed(rng: np.random.Generator, a: Augment) -> float:
+    """A view's playback speed (1: unchanged)."""
+    return 1.0 + rng.uniform(-a.max_speed, a.max_speed) if rng.random() < a.p_speed else 1.0
+
+
+def samples_for(n_out: int, speed: float) -> int:
+    """Samples to read for `n_out` samples played at `speed` (a few more, for the resampler's edge)."""
+    return int(np.ceil(n_out * speed)) + 64 if speed != 1.0 else n_out
+
+
+def filter_and_gain(x: np.ndarray, rng: np.random.Generator, a: Augment) -> np.ndarray:
+    """The last augmentations of a view: maybe a filter, then a random gain (peaks kept under 1), float32."""
+    if rng.random() < a.p_filter:
+        x = random_filter(x, rng)
+    x = x * np.float32(10 ** (rng.uniform(*a.gain_db) / 20))
+    peak = float(np.abs(x).max()) if len(x) else 0.0
+    return (x / peak if peak > 1.0 else x).astype(np.float32, copy=False)
 
 
 def random_filter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
