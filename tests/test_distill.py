@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 
@@ -204,14 +205,15 @@ def test_the_planar_layout_computes_the_same_function_and_gradients():
 
 @pytest.fixture(scope="module")
 def voice_cache(tmp_path_factory):
-    """A 'voice' cache: two recordings of a 1234-Hz tone (a stand-in voice that is easy to find in a mixture)."""
+    """A 'voice' cache: two train recordings of a 1234-Hz tone (a stand-in voice that is easy to find in a mixture)
+    and one valid recording of a 2345-Hz tone (so that the split a voice came from can be heard)."""
     from scipy.io import wavfile
 
     root = tmp_path_factory.mktemp("voices")
     t = np.arange(int(1.5 * 22050)) / 22050
-    for k in range(2):
-        wavfile.write(root / f"v{k}.wav", 22050, (0.3 * np.sin(2 * np.pi * 1234 * t)).astype(np.float32))
-    (root / "labels.csv").write_text("path,split,voice\nv0.wav,train,1\nv1.wav,train,1\n")
+    for k, hz in enumerate((1234, 1234, 2345)):
+        wavfile.write(root / f"v{k}.wav", 22050, (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
+    (root / "labels.csv").write_text("path,split,voice\nv0.wav,train,1\nv1.wav,train,1\nv2.wav,valid,1\n")
     out = tmp_path_factory.mktemp("vcache") / "voices"
     assert main(["prepare", "folder", "--audio", str(root), "--labels", str(root / "labels.csv"),
                  "--split-column", "split", "--min-seconds", "1", "--out", str(out), "--workers", "1"]) == 0
@@ -240,3 +242,21 @@ def test_a_voice_is_mixed_over_the_music_at_the_drawn_level(cache_path, voice_ca
     for got, plain, rate in ((student, plain_student, 22050), (teacher, plain_teacher, 16000)):
         extra = np.abs(np.fft.rfft(got - plain, axis=1))
         assert (np.abs(np.argmax(extra, axis=1) * rate / got.shape[1] - 1234) < 5).all()
+
+
+def test_valid_voices_come_from_the_valid_split_only(cache_path, voice_cache):
+    """voice_split="valid" (scripts/eval_voices.py): every voice heard is the valid recording's 2345-Hz tone, none
+    the train recordings' 1234 Hz; the music under it is the same draw as without the voice."""
+    cache, voices = Cache(cache_path), Cache(voice_cache)
+    plain = dataclasses.replace(Augment.none(), gain_db=(-20.0, -20.0))  # turned down: no peak is normalised
+    with_voice = ViewSampler(cache, cache.indices("train"), seed=5, augment=dataclasses.replace(plain, p_voice=1.0),
+                             voices=voices, voice_split="valid")
+    without = ViewSampler(cache, cache.indices("train"), seed=5, augment=plain, voices=voices, voice_split="valid")
+    for step in range(6):
+        voice = with_voice.view(np.random.default_rng([5, step])) - without.view(np.random.default_rng([5, step]))
+        spectrum = np.abs(np.fft.rfft(voice))
+        assert abs(np.argmax(spectrum) * 22050 / len(voice) - 2345) < 5
+        near_train = spectrum[int(1200 * len(voice) / 22050):int(1270 * len(voice) / 22050)].max()
+        assert near_train < 1e-2 * spectrum.max()
+    with pytest.raises(ValueError, match="no clips in its test split"):
+        ViewSampler(cache, cache.indices("train"), seed=5, voices=voices, voice_split="test")
