@@ -41,6 +41,14 @@ def scores(sampler: ViewSampler, n: int, model, teacher: TeacherEnsemble, batch:
     return np.concatenate(student), np.concatenate(taught)
 
 
+def correlations(rows: dict[str, tuple[np.ndarray, np.ndarray]], tags: list[str], vocabulary: list[str]):
+    """{tag: {row name: Spearman rho of the student's against the teacher's scores}} for the `tags` in
+    `vocabulary` (the score columns), in the order of `tags`."""
+    return {tag: {name: float(spearmanr(s[:, vocabulary.index(tag)], t[:, vocabulary.index(tag)]).statistic)
+                  for name, (s, t) in rows.items()}
+            for tag in tags if tag in vocabulary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--music", required=True, help="a cache whose valid split is held-out music")
@@ -52,29 +60,26 @@ def main() -> None:
     model, info = checkpoint.read(pretrained.checkpoint_path(args.model))
     music, voices = Cache(args.music), Cache(args.voices)
     teacher = TeacherEnsemble(("MTT_musicnn", "MTT_vgg"), tag_columns(list(info.tags)))
-    plain = Augment(p_speed=0.0, p_mix=0.0, p_filter=0.0, gain_db=(0.0, 0.0), p_voice=0.0)
+    plain = Augment.none()
     clips = music.indices("valid")
     rows = {}
     for name, augment in (("with a voice", dataclasses.replace(plain, p_voice=1.0)), ("without", plain)):
         # the same seed draws the same music windows (the voice draws come after them in each row's generator)
         sampler = ViewSampler(music, clips, args.seed, augment, voices=voices, voice_split="valid")
         rows[name] = scores(sampler, args.n, model, teacher)
-    tags = [t for t in VOCAL_TAGS if t in info.tags]
+    vocabulary = list(info.tags)
     n_voices = len(voices.indices("valid"))
     print(f"model {args.model}; {args.n} windows of {len(clips)} held-out tracks; {n_voices} held-out voice clips\n")
     print("| tag | " + " | ".join(f"Spearman {k}" for k in rows) + " | teacher mean with / without |")
     print("|---|" + "---|" * len(rows) + "---|")
-    means = {k: [] for k in rows}
-    for tag in tags:
-        j = list(info.tags).index(tag)
-        cells = []
-        for k, (s, t) in rows.items():
-            rho = float(spearmanr(s[:, j], t[:, j]).statistic)
-            means[k].append(rho)
-            cells.append(f"{rho:.3f}")
+    table = correlations(rows, list(VOCAL_TAGS), vocabulary)
+    for tag, rhos in table.items():
+        j = vocabulary.index(tag)
         t_with, t_without = rows["with a voice"][1][:, j].mean(), rows["without"][1][:, j].mean()
-        print(f"| {tag} | " + " | ".join(cells) + f" | {t_with:.3f} / {t_without:.3f} |")
-    print("| **mean** | " + " | ".join(f"**{np.nanmean(v):.3f}**" for v in means.values()) + " | |")
+        cells = " | ".join(f"{rho:.3f}" for rho in rhos.values())
+        print(f"| {tag} | {cells} | {t_with:.3f} / {t_without:.3f} |")
+    means = [np.nanmean([rhos[k] for rhos in table.values()]) for k in rows]
+    print("| **mean** | " + " | ".join(f"**{m:.3f}**" for m in means) + " | |")
 
 
 if __name__ == "__main__":

@@ -260,3 +260,23 @@ def test_valid_voices_come_from_the_valid_split_only(cache_path, voice_cache):
         assert near_train < 1e-2 * spectrum.max()
     with pytest.raises(ValueError, match="no clips in its test split"):
         ViewSampler(cache, cache.indices("train"), seed=5, voices=voices, voice_split="test")
+
+
+def test_eval_voices_correlates_each_vocal_tag_per_row():
+    """scripts/eval_voices.py's table: a student that ranks like the teacher gets rho 1, a reversed one -1, per
+    row and per tag it has; tags outside the vocabulary are left out."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "eval_voices.py"
+    spec = importlib.util.spec_from_file_location("eval_voices", path)
+    eval_voices = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_voices)
+    teacher = np.random.default_rng(0).random((40, 3))
+    student = teacher.copy()
+    student[:, 1] = 1 - teacher[:, 1] ** 2  # reversed ranks, not a linear map
+    rows = {"with a voice": (student, teacher), "without": (teacher ** 3, teacher)}
+    table = eval_voices.correlations(rows, ["choir", "female", "opera", "vocal"], ["vocal", "female", "guitar"])
+    assert list(table) == ["female", "vocal"]
+    assert table["vocal"] == pytest.approx({"with a voice": 1.0, "without": 1.0})
+    assert table["female"] == pytest.approx({"with a voice": -1.0, "without": 1.0})
