@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from samplecnn import audio, checkpoint, devices, int8, models, precision  # noqa: E402
-from samplecnn.inference import SegmentOutputs, Tagger  # noqa: E402
+from samplecnn.inference import Tagger  # noqa: E402
 from samplecnn.segments import segment_batches  # noqa: E402
 
 SEG = models.SEGMENT_SAMPLES
@@ -151,26 +151,6 @@ def throughput(fn, x: np.ndarray, seconds: float) -> float:
 # the paths
 
 
-class OrtTagger(Tagger):
-    """A Tagger whose segments run in ONNX Runtime (the exported graph gives the probabilities directly)."""
-
-    def __init__(self, onnx_path: Path, model, info, threads: int, **kw):
-        import onnxruntime as ort
-
-        super().__init__(model, info, precision="fp32", **kw)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-
-    def run_numpy(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(["probabilities"], {"audio": x})[0]
-
-    def run_segments(self, batch: np.ndarray) -> SegmentOutputs:
-        probabilities, embeddings = self.session.run(["probabilities", "embedding"], {"audio": batch[:, None, :]})
-        return SegmentOutputs(probabilities, embeddings)
-
-
 # name -> (precision, BatchNorm folded, malloc tuning, batch size, prefetch blocks, engine); None = the default.
 # Engine "conv1d": torch with bf16 kept in the Conv1d layout (the Tagger runs bf16 planar on a CPU).
 PATHS = {
@@ -200,10 +180,10 @@ def make_tagger(name: str, ckpt: Path, tmp: Path):
 
         return load_teacher("MTT_musicnn")
     model, info = checkpoint.read(ckpt)
-    if engine.endswith(".onnx"):
-        return OrtTagger(tmp / engine, model, info, torch.get_num_threads(), batch_size=batch, prefetch_blocks=ahead)
     tagger = Tagger(model, info, precision=precision, batch_size=batch, prefetch_blocks=ahead,
-                    int8_model=int8.int8_path(tmp / "model.safetensors"))
+                    int8_model=int8.int8_path(ckpt))
+    if engine.endswith(".onnx"):  # the exported fp32 graph, run by the Tagger's ONNX Runtime path (int8.Int8Model)
+        tagger.int8 = int8.Int8Model(tmp / engine, torch.get_num_threads())
     if engine == "conv1d":
         tagger.model.planar = False
     if not folded:
@@ -253,8 +233,6 @@ def reference_wavs() -> list[Path]:
 def model_only(name: str, tagger: Tagger, x: np.ndarray, seconds: float) -> float:
     """Segments/s of the path's model alone, at the path's batch size."""
     batch = np.repeat(x[None, None, :], tagger.batch_size, axis=0)
-    if isinstance(tagger, OrtTagger):
-        return tagger.batch_size * throughput(tagger.run_numpy, batch, seconds)
     if tagger.int8 is not None:
         return tagger.batch_size * throughput(tagger.int8, batch[:, 0, :], seconds)
     with torch.inference_mode():

@@ -351,8 +351,7 @@ def _cmd_tag(args: argparse.Namespace) -> int:
         path = files[0]
         try:
             result = tagger.tag(path, hop=args.hop)
-            _write_result(tagger, result, result.embedding if args.hop is None else None, 0, args, tag_packs, None,
-                          writer)
+            _write_result(tagger, result, 0, args, tag_packs, None, writer)
         except SampleCNNError as e:
             if e.path is None:  # an option error (e.g. --hop)
                 raise
@@ -361,10 +360,11 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     return cl.report_failures(failed, n_inputs)
 
 
-def _write_result(tagger, result, embedding, index: int, args, tag_packs, taggram_dir, writer) -> None:
+def _write_result(tagger, result, index: int, args, tag_packs, taggram_dir, writer) -> None:
     """One song's output: its tag packs' scores, its taggram PNG, then its line(s) in the output. The packs score
-    the song embedding at the default hop (the segments their training embeddings were made of): `embedding`, or
-    when None a second pass over the file."""
+    the song embedding at the default hop (the segments their training embeddings were made of): the result's own,
+    or with --hop a second pass over the file."""
+    embedding = result.embedding if args.hop is None else None
     if tag_packs and embedding is None:
         embedding = tagger.embed(result.path)
     own = [(p, p.scores(embedding)) for p in tag_packs]
@@ -388,22 +388,21 @@ def _tag_many(tagger, files: list[Path], args, tag_packs, taggram_dir, writer, f
     def flush() -> None:
         nonlocal written
         while written in ready:
-            path, result, embedding = ready.pop(written)
+            path, result = ready.pop(written)
             if result is not None:
                 try:
-                    _write_result(tagger, result, embedding if args.hop is None else None, written, args,
-                                  tag_packs, taggram_dir, writer)
+                    _write_result(tagger, result, written, args, tag_packs, taggram_dir, writer)
                 except SampleCNNError as e:
                     failed.append((e.path or path, e.reason))
             written += 1
 
-    def on_result(path: str, result, embedding) -> None:
-        ready[order[path]] = (path, result, embedding)
+    def on_result(path: str, result, _embedding) -> None:  # the result carries its song embedding
+        ready[order[path]] = (path, result)
         flush()
 
     def on_failure(path: str, reason: str) -> None:
         failed.append((path, reason))
-        ready[order[path]] = (path, None, None)
+        ready[order[path]] = (path, None)
         flush()
 
     tag_files(tagger, files, on_result, on_failure, hop=args.hop, progress=sys.stderr.isatty())

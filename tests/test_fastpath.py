@@ -278,6 +278,27 @@ def test_check_precision_command_records_both_precisions_and_keeps_the_weights(t
     assert fast.embed(signal, sr=SR).shape == (fast.embed_dim,)
 
 
+def test_auto_runs_int8_only_with_the_very_file_its_check_was_made_with(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from samplecnn import int8
+
+    monkeypatch.setattr(precision, "fast_bf16", lambda device="cpu": False)
+    ckpt = write_checkpoint(tmp_path / "m.safetensors")
+    model, info = checkpoint.read(ckpt)
+    signal = music_like(3 * SEG / SR, seed=9)
+    onnx_file = int8.quantize(ckpt, [signal[i:i + SEG] for i in range(0, 3 * SEG, SEG)], int8.int8_path(ckpt))
+    precision.record_check(info, HERE, "int8", _record(int8_file=int8.file_digest(onnx_file)))
+    checkpoint.save(ckpt, model, info, overwrite=True)
+    tagger = samplecnn.load(ckpt)
+    assert tagger.precision == "int8" and tagger.int8 is not None and tagger.int8.path == onnx_file
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\0")  # a file other than the checked one: never run by auto
+    tagger = samplecnn.load(ckpt)
+    assert tagger.precision == "fp32" and tagger.int8 is None
+    onnx_file.unlink()
+    assert samplecnn.load(ckpt).precision == "fp32"
+
+
 def test_int8_without_its_model_is_one_clear_error(tmp_path, capsys):
     ckpt = write_checkpoint(tmp_path / "m.safetensors")
     song = tmp_path / "a.wav"
