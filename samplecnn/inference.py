@@ -167,7 +167,7 @@ class Tagger:
         """Tag a file path or an in-memory signal (give its `sr`). `hop` in seconds overlaps segments. Setting
         `cancel` from another thread stops the work at the next segment batch with `Cancelled` (the server's
         timeout: an answer nobody waits for must not hold the model)."""
-        hop_samples = self._hop_samples(hop)
+        hop_samples = self.hop_samples(hop)
         outputs, n_samples = self._run(self._blocks(audio_in, sr), hop_samples, cancel)
         path = None if isinstance(audio_in, (np.ndarray, torch.Tensor)) else os.fspath(audio_in)
         return self.song_result(outputs.probabilities, n_samples, hop_samples, path=path,
@@ -193,16 +193,17 @@ class Tagger:
     def embed(self, audio_in: AudioInput, sr: int | None = None, hop: float | None = None,
               per_segment: bool = False) -> np.ndarray:
         """The song's embedding (mean of the segments' penultimate features), or one row per segment."""
-        outputs, _ = self._run(self._blocks(audio_in, sr), self._hop_samples(hop))
+        outputs, _ = self._run(self._blocks(audio_in, sr), self.hop_samples(hop))
         return outputs.embeddings if per_segment else song_embedding(outputs.embeddings)
 
     def taggram(self, signal: np.ndarray, hop: float | None = None) -> np.ndarray:
         """Segment probabilities of a mono signal already at the model's rate, without the checks `tag` makes
         (a dataset's silent clip still gets the model's output): for evaluation."""
-        outputs, _ = self._run([signal], self._hop_samples(hop))
+        outputs, _ = self._run([signal], self.hop_samples(hop))
         return outputs.probabilities
 
-    def _hop_samples(self, hop: float | None) -> int:
+    def hop_samples(self, hop: float | None) -> int:
+        """The hop of `hop` seconds in samples (None: one segment, no overlap); out of range, the --hop error."""
         if hop is None:
             return self.info.segment_samples
         samples = int(round(hop * self.sample_rate))

@@ -52,8 +52,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.write_tags and any(sources.is_url(p) for p in args.inputs):
         raise SampleCNNError("--write-tags edits local files only; a URL was given (index it, then run write-tags "
                              "where the files are mounted)")
-    tag_packs = packs.read_packs(args.tags, packs.model_id_of(args.model),
-                                 "--tags takes tag packs: put the folders before --tags") if args.tags else []
+    tag_packs = []
+    if args.tags:  # the checkpoint is hashed once, for the packs' check and a packs-only run's model
+        model_id = packs.model_id_of(args.model)
+        tag_packs = packs.read_packs(args.tags, model_id, "--tags takes tag packs: put the folders before --tags")
     if args.inputs:
         report = index.index(args.inputs, args.db, model=args.model, workers=args.workers,
                              batch_size=args.batch_size, device=args.device, taggrams=args.taggrams,
@@ -61,7 +63,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                              ray=args.ray, actors=args.actors)
     else:  # packs alone: the model's tracks are scored from their embeddings, without loading the model (or Ray)
         with store.Library(args.db) as lib:
-            model = lib.model(packs.model_id_of(args.model))
+            model = lib.model(model_id)
             report = index.Report(model_id=model.model_id, packs=index.add_packs(lib, model, tag_packs))
     with store.Library(args.db) as lib:
         total = lib.count(report.model_id) if report.model_id else 0

@@ -27,6 +27,7 @@ and hide per-file failures in its own retries.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import os
@@ -80,7 +81,7 @@ def connect(address: str) -> bool:
             ray.init(address=address, **quiet)
     except (ConnectionError, ValueError, RuntimeError) as e:
         where = "start Ray on this machine" if address == "local" else f"join the Ray cluster at {address}"
-        raise SampleCNNError(f"cannot {where} ({str(e).strip().splitlines()[0] if str(e).strip() else e})") from None
+        raise SampleCNNError(f"cannot {where} ({_first_line(e)})") from None
     return True
 
 
@@ -140,7 +141,8 @@ class RayPipeline(index._Committing):
         self.n_decoders, self.n_actors = decoders, actors
         self.queue = list(range(len(jobs)))[::-1]  # popped from the end: in walk order
         self.files: dict[int, _File] = {}
-        self.pending: list = []  # (job, chunk number, object ref, segments) waiting for an actor, oldest first
+        # (job, chunk number, object ref, segments) waiting for an actor, oldest first
+        self.pending: collections.deque = collections.deque()
         self.pending_rows = 0
         self.calls: dict = {}    # object ref of a call's result -> _Call
         self.actors: list = []
@@ -296,7 +298,7 @@ class RayPipeline(index._Committing):
                 return
             owners, refs, size = [], [], 0
             while self.pending and size < self.call_segments:
-                job, k, ref, n = self.pending.pop(0)
+                job, k, ref, n = self.pending.popleft()
                 if self.active[job].error is not None:  # failed after sending segments: drop them
                     self._consumed(job, n)
                     continue

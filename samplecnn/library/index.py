@@ -247,7 +247,7 @@ def tag_files(tagger: inference.Tagger, paths: Iterable[str | os.PathLike], on_r
     any files in one batch), without a library: `on_result(path, TagResult, song embedding)` and
     `on_failure(path, reason)` are called as each file finishes (not in the given order). What `samplecnn tag`
     runs for several files."""
-    hop_samples = tagger._hop_samples(hop)  # an option error stops the run before any decoder starts
+    hop_samples = tagger.hop_samples(hop)  # an option error stops the run before any decoder starts
     jobs = [_Job(os.fspath(p), None) for p in paths]
     report = Report(found=len(jobs))
     if jobs:
