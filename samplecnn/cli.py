@@ -124,6 +124,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
                    help="validate and export a moving average of the weights (default: 0.999 for cosine, else off)")
     p.add_argument("--init", metavar="CKPT|NAME",
                    help="start from this checkpoint's weights (or a registered model, e.g. default), fresh optimizer")
+    p.add_argument("--lr", type=float, metavar="LR",
+                   help="the first stage's learning rate, the later stages scaled alike (default: the recipe's; "
+                        "e.g. 0.002 to fine-tune from --init)")
     p.add_argument("--freeze", type=int, default=0, metavar="N",
                    help="with --init: keep the first N of the ten convolution blocks (the stem, then the nine "
                         "sample-level blocks) as loaded, BatchNorm statistics included (default: 0)")
@@ -681,7 +684,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
                              valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,
                              loss=args.loss, voices=args.voices, epoch_steps=args.epoch_steps, ema=args.ema,
-                             init=args.init, freeze=args.freeze, augment_crops=args.augment_crops,
+                             init=args.init, lr=args.lr, freeze=args.freeze, augment_crops=args.augment_crops,
                              layout=args.layout, export_best=args.export_best, valid_data=args.valid_data))
     if path is not None:
         print(f"trained model: {path}")

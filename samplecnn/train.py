@@ -102,6 +102,7 @@ class TrainConfig:
     epoch_steps: int = 1000             # with a teacher: optimizer steps per epoch (validation, checkpoint)
     ema: float | None = None            # weight moving-average decay per step (default: the recipe's; 0 = off)
     init: str | None = None             # start from this checkpoint's (or registered model's) weights
+    lr: float | None = None             # the first stage's learning rate; later stages keep the recipe's ratios
     freeze: int = 0                     # with init: the first N convolution blocks (stem first) stay as loaded
     augment_crops: bool = False         # without a teacher: augment the label crops (speed, filter, gain)
     layout: str = "auto"                # conv1d, planar (height-1 Conv2d, channels-last), auto: planar for CPU bf16
@@ -129,7 +130,7 @@ class Run:
 
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
-        self.recipe = RECIPES[cfg.recipe]
+        self.recipe = recipe_with_lr(RECIPES[cfg.recipe], cfg.lr)
         self.rank, self.world = _init_distributed()
         self.device = devices.torch_device(cfg.device, local_rank=_local_rank())
         if self.device.type == "cpu":
@@ -536,8 +537,19 @@ class Run:
 
 
 # what --resume must find unchanged
-_FIXED = ("recipe", "teacher", "augment", "loss", "epoch_steps", "voices", "freeze", "augment_crops")
+_FIXED = ("recipe", "lr", "teacher", "augment", "loss", "epoch_steps", "voices", "freeze", "augment_crops")
 _AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def recipe_with_lr(recipe: dict, lr: float | None) -> dict:
+    """The recipe with every stage's rate scaled so that the first is `lr`: fine-tuning from a trained model wants
+    a gentler start than training from scratch, with the same schedule after it."""
+    if lr is None:
+        return recipe
+    if not lr > 0:
+        raise SampleCNNError(f"--lr must be positive, got {lr}")
+    scale = lr / recipe["stages"][0].lr
+    return {**recipe, "stages": [dataclasses.replace(s, lr=s.lr * scale) for s in recipe["stages"]]}
 
 
 def frozen_blocks(model: models.SampleCNN, n: int) -> torch.nn.ModuleList:
