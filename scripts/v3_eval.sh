@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Every held-out score of the model card for one model (default: the bundled one) into OUT (default runs/eval-NAME):
+# full held-out tracks against the teachers' labels, the csound-soundfont instrument renders, the sonic-pi loops and
+# the voice mixtures. Needs scripts/v3_data.sh's data. About 10 minutes on 2 cores; run it alone.
+#   scripts/v3_eval.sh [MODEL] [OUT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-default}
+OUT=${2:-runs/eval-$(basename "${MODEL%.safetensors}")}
+mkdir -p "$OUT"
+P=.venv/bin/python
+.venv/bin/samplecnn evaluate "$MODEL" --data runs/valid-cache --split valid --out "$OUT/valid" | tail -3
+$P scripts/eval_instruments.py runs/eval-instruments --model "$MODEL" --no-teacher > "$OUT/instruments.md"
+$P scripts/eval_loops.py --model "$MODEL" > "$OUT/loops.md"
+$P scripts/eval_voices.py --music runs/valid-cache --voices runs/voices-cache --model "$MODEL" --n 256 > "$OUT/voices.md"
+$P - "$OUT" <<'PY'
+import json, re, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+s = json.loads((out / "valid" / "summary.json").read_text())
+per = s.get("per_tag", {})
+print(f"held-out tracks: ROC-AUC {s['roc_auc']:.3f} PR-AUC {s['pr_auc']:.3f} Spearman {s.get('spearman', float('nan')):.3f}")
+for name in ("instruments", "loops", "voices"):
+    text = (out / f"{name}.md").read_text().strip().splitlines()
+    print(f"{name}: " + " | ".join(line for line in text[-3:] if line.strip()))
+PY
