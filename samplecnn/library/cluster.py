@@ -155,10 +155,12 @@ class RayPipeline(index._Committing):
         self.progress = self._progress_bar()
         try:
             self._start_actors(ray)
-            self.window = index.window_segments(self.call_segments, self.n_decoders)
             self.decode = ray.remote(decode.ray_task).options(
                 num_cpus=1, max_retries=_TASK_RETRIES, retry_exceptions=False,
                 _generator_backpressure_num_objects=_AHEAD_OBJECTS)
+            self._submit_decodes()  # the first files decode while the actors start and load the model
+            self._await_actors(ray)
+            self.window = index.window_segments(self.call_segments, self.n_decoders)
             while self.unfinished:
                 self._submit_decodes()
                 self._wait(ray)
@@ -206,6 +208,9 @@ class RayPipeline(index._Committing):
                 where = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
                 self._new_actor(actor_class.options(num_cpus=0, scheduling_strategy=where),
                                 (checkpoint, source.suffix, "cpu", self.batch_size, threads))
+
+    def _await_actors(self, ray) -> None:
+        """Wait until every actor holds the model (a clear error where one cannot), and size the calls for them."""
         try:
             devices = ray.get([a.device.remote() for a in self.actors])
         except ray.exceptions.RayError as e:
