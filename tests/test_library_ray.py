@@ -3,7 +3,8 @@ real generated audio, a decode worker and a model actor SIGKILLed in the middle 
 with a plain `samplecnn index` of the same files.
 
 Kept small for a 2-core machine: one cluster for the module (1 CPU and 200 MB of object store per node), a handful
-of files. The cluster is shut down by its fixture's finaliser whatever happens, so no raylet outlives the tests.
+of files. The cluster is shut down by its fixture's finaliser whatever happens, which then checks that no process
+of it (GCS, raylets, their agents and workers, found as the nodes' process trees) outlives the tests.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ def cluster():
         c.wait_for_nodes()
         yield c
     finally:
+        # the nodes' processes (GCS, raylets...) and all below them: the agents, the workers
+        ours = _tree([info.process.pid for n in c.list_all_nodes() for infos in n.all_processes.values()
+                      for info in infos])
         c.shutdown()
+    left = _outliving(ours)
+    assert not left, f"Ray processes outlived the cluster: {left}"
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +106,13 @@ def _pids(title: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _kill_first(title: str, stop: threading.Event, killed: list) -> None:
@@ -189,16 +202,49 @@ def _committed(db) -> int:
         return 0
 
 
-def _ray_of(pid: int) -> list[int]:
-    """Processes of the Ray that process `pid` started itself (Ray names its session folder after that pid)."""
-    mine = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _processes() -> dict[tuple[int, int], int]:
+    """(pid, start time) -> parent pid of every process: the start time tells a pid reused from one that ended."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if f"_{pid}/".encode() in cmdline.read_bytes() or f"_{pid}\0".encode() in cmdline.read_bytes():
-                mine.append(int(cmdline.parent.name))
+            fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-    return mine
+        found[(int(stat.parent.name), int(fields[19]))] = int(fields[1])
+    return found
+
+
+def _tree(roots) -> set[tuple[int, int]]:
+    """`roots` (pids, or (pid, start time) pairs, which may have ended) and every live process below them: Ray's GCS
+    and raylets are children of the process that started them, and the agents (which rename themselves
+    ray::DashboardAgent, ray::RuntimeEnvAgent) and the workers are children of a raylet."""
+    procs = _processes()
+    found = {p for p in procs if p[0] in roots} | {r for r in roots if not isinstance(r, int)}
+    while True:
+        parents = {pid for pid, started in found if (pid, started) in procs}
+        more = {p for p, parent in procs.items() if parent in parents} - found
+        if not more:
+            return found
+        found |= more
+
+
+def _outliving(procs: set[tuple[int, int]], wait_s: float = 60) -> list[str]:
+    """The processes of `procs` (and their children) still alive after `wait_s`, SIGKILLed so that none outlives the
+    test that found them; their command lines, for the assertion that fails."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = _tree(procs) & set(_processes())
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    names = []
+    for pid, _ in alive:
+        try:
+            names.append(_cmdline(pid).replace(b"\0", b" ").decode(errors="replace")[:80])
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            continue
+    return names
 
 
 def test_a_sigkilled_command_leaves_a_consistent_library_no_ray_behind_and_the_rerun_finishes(
@@ -213,23 +259,27 @@ def test_a_sigkilled_command_leaves_a_consistent_library_no_ray_behind_and_the_r
         while _committed(db) < 1:
             assert proc.poll() is None, f"the run ended before the kill point: {proc.communicate()}"
             time.sleep(0.05)
-        assert _ray_of(proc.pid), "the command started a Ray of its own"
     finally:
+        ray_of_command = _tree([proc.pid]) - {p for p in _processes() if p[0] == proc.pid}
+        raylets = [pid for pid, _ in ray_of_command if b"raylet" in _cmdline(pid)]
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-    deadline = time.monotonic() + 60
-    while _ray_of(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _ray_of(proc.pid), "the Ray the killed command started went with it"
-    with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    kept = library(db)[0]
-    assert 1 <= len(kept) < 6
-    want = library(plain)[0]
-    for path, t in kept.items():  # what was committed is whole
-        np.testing.assert_allclose(t.scores, want[path].scores, atol=1e-4)
-    assert main(["index", str(music), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.address]) == 1
-    assert_same_library(db, plain)
+    try:
+        assert raylets, "the command started a Ray of its own"
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept = library(db)[0]
+        assert 1 <= len(kept) < 6
+        want = library(plain)[0]
+        for path, t in kept.items():  # what was committed is whole
+            np.testing.assert_allclose(t.scores, want[path].scores, atol=1e-4)
+        assert main(["index", str(music), "--db", str(db), "--model", str(ckpt_path), "--ray", cluster.address]) == 1
+        assert_same_library(db, plain)
+    finally:
+        # its GCS, raylet and workers die with it at once; its agents see the raylet gone within 2 s but then wait
+        # out Ray's 60-s timeout reporting that to the dead GCS (ray._private.process_watcher): checked last
+        left = _outliving(ray_of_command, wait_s=90)
+    assert not left, f"the Ray the killed command started went with it, but these stayed: {left}"

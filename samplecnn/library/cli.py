@@ -25,7 +25,7 @@ def index_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="decode and run the model on a Ray cluster: alone, a Ray started on this machine; 'auto' or "
                         "an address (host:port), the running cluster it names (needs the ray extra)")
-    p.add_argument("--actors", type=int, help="with --ray: model actors (default: one per GPU, else one per node)")
+    p.add_argument("--actors", type=int, help="with --ray: model actors (default: one per GPU, else one per CPU core)")
     cl.add_batch_size(p)
     cl.add_device(p)
     p.add_argument("--taggrams", action="store_true", help="also store each track's taggram (segments x tags)")

@@ -11,7 +11,7 @@ and hide per-file failures in its own retries.
 - Each file is one decode task, a Ray streaming generator running decode.messages: a small ("segments", n) header,
   then the chunk of n segments as an object of its own, ...; then the file's last message. The chunks stay in the
   object store of the node that decoded them: this process handles only their references and the small messages.
-- Model actors (one per GPU, else one per node, or `actors`) load the checkpoint from bytes this process put in the
+- Model actors (one per GPU, else one per CPU core, or `actors`) load the checkpoint from bytes this process put in the
   object store, so no node needs the model file; an actor that dies is replaced and its call given to the new one
   (scoring a chunk twice gives the same numbers). Chunks are given to them as call arguments: Ray moves a chunk to
   the actor's node while the actor's previous call runs (two calls each in flight).
@@ -155,10 +155,12 @@ class RayPipeline(index._Committing):
         self.progress = self._progress_bar()
         try:
             self._start_actors(ray)
-            self.window = index.window_segments(self.call_segments, self.n_decoders)
             self.decode = ray.remote(decode.ray_task).options(
                 num_cpus=1, max_retries=_TASK_RETRIES, retry_exceptions=False,
                 _generator_backpressure_num_objects=_AHEAD_OBJECTS)
+            self._submit_decodes()  # the first files decode while the actors start and load the model
+            self._await_actors(ray)
+            self.window = index.window_segments(self.call_segments, self.n_decoders)
             while self.unfinished:
                 self._submit_decodes()
                 self._wait(ray)
@@ -174,10 +176,14 @@ class RayPipeline(index._Committing):
     # -- placement --
 
     def _start_actors(self, ray) -> None:
-        """One actor per GPU where the cluster has GPUs (and --device is not cpu), else one per node with CPUs,
-        each node's cores shared among its actors' torch threads. A CPU actor reserves no CPU of Ray's: like the
-        model of the single-machine index, its threads take the node's cores and the decoding (a fifth of the
-        model's time) runs beside them."""
+        """One actor per GPU where the cluster has GPUs (and --device is not cpu), else one per CPU core, each with
+        one torch thread (`actors` given: spread over the nodes, each node's cores shared among its actors' threads).
+        A CPU actor reserves no CPU of Ray's: like the model of the single-machine index, the actors take the node's
+        cores and the decoding (a fifth of the model's time) runs beside them. One thread each, because torch's
+        threads wait for each other at every layer and Ray runs its workers at niceness 15: any process of normal
+        priority that takes a core for a moment (the raylet, this process) stalls all of an actor's threads. On 2
+        cores one actor with 2 threads indexed 42 % slower than the single-machine index, two with one 4 %
+        (README, Benchmarks)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1]
@@ -198,14 +204,19 @@ class RayPipeline(index._Committing):
                 self._new_actor(actor_class.options(num_gpus=1, num_cpus=1),
                                 (checkpoint, source.suffix, self.device, self.batch_size, None))
         else:
-            n = self.n_actors or len(nodes)
-            homes = [nodes[i % len(nodes)] for i in range(n)]
+            if self.n_actors:
+                homes = [nodes[i % len(nodes)] for i in range(self.n_actors)]
+            else:
+                homes = [node for node in nodes for _ in range(int(node["Resources"]["CPU"]))]
             for node in homes:
                 sharing = sum(h is node for h in homes)
                 threads = max(1, int(node["Resources"]["CPU"]) // sharing)
                 where = NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)
                 self._new_actor(actor_class.options(num_cpus=0, scheduling_strategy=where),
                                 (checkpoint, source.suffix, "cpu", self.batch_size, threads))
+
+    def _await_actors(self, ray) -> None:
+        """Wait until every actor holds the model (a clear error where one cannot), and size the calls for them."""
         try:
             devices = ray.get([a.device.remote() for a in self.actors])
         except ray.exceptions.RayError as e:
