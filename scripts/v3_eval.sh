@@ -18,9 +18,9 @@ import json, re, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 s = json.loads((out / "valid" / "summary.json").read_text())
-per = s.get("per_tag", {})
 print(f"held-out tracks: ROC-AUC {s['roc_auc']:.3f} PR-AUC {s['pr_auc']:.3f} Spearman {s.get('spearman', float('nan')):.3f}")
-for name in ("instruments", "loops", "voices"):
-    text = (out / f"{name}.md").read_text().strip().splitlines()
-    print(f"{name}: " + " | ".join(line for line in text[-3:] if line.strip()))
+# each script's headline: the model's row, the agreement line, the mean over the vocal tags
+for name, pick in (("instruments", "| samplecnn"), ("loops", "student top-1"), ("voices", "**mean**")):
+    lines = [line for line in (out / f"{name}.md").read_text().splitlines() if pick in line]
+    print(f"{name}: {lines[0] if lines else '(no headline found)'}")
 PY
