@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
 
 from bench_index_memory import make_library  # noqa: E402
+from bench_tag import cpu_description  # noqa: E402
 
 from samplecnn.library import store  # noqa: E402
 from samplecnn.library.cluster import LOOPBACK_ENV  # noqa: E402
@@ -185,18 +185,6 @@ def local_cluster(cpus_per_node: list[int], object_store_mb: int):
     return c
 
 
-def cpu_line() -> str:
-    name, flags = platform.processor() or "?", ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = " ".join(f for f in next(line.split(":", 1)[1].split() for line in info.splitlines()
-                                         if line.startswith("flags")) if f.startswith(("avx", "amx", "fma")))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU: {name}, {len(os.sched_getaffinity(0))} cores; flags: {flags}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=16)
@@ -232,7 +220,7 @@ def main() -> None:
         ray_data = False
     print(f"{args.files} files x {args.seconds:g} s ({audio_s / 60:.0f} min of audio), model {args.model}, "
           f"Ray {ray.__version__}; the fastest of {args.repeat} runs each")
-    print(cpu_line())
+    print(f"CPU: {cpu_description()}, {cpus} cores")
 
     def both(measure) -> tuple[float, float]:
         """The fastest of `repeat` runs on all the music and on its first half, alternated (all of it last: the
