@@ -15,10 +15,27 @@ args=(--data runs/corpus-cache --valid-data runs/valid-cache --out $OUT --recipe
 if [ "${1:-}" = save ]; then
   .venv/bin/samplecnn train "${args[@]}" --lr "$(cat $OUT/start-lr)" --resume --export-best
   mkdir -p $SAVED
-  cp $OUT/model.safetensors $SAVED/model.safetensors.tmp && mv $SAVED/model.safetensors.tmp $SAVED/model.safetensors
-  # the rate the run has reached: where the next machine continues
-  .venv/bin/python -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(r[-1]['lr'])" \
-      $OUT/metrics.jsonl > $SAVED/lr
+  # copied only when the weights changed, so that git is not handed the same 7.5 MB with a new step count
+  if ! .venv/bin/python - $OUT/model.safetensors $SAVED/model.safetensors <<'PY'
+import os, sys
+from safetensors.torch import load_file
+new, old = sys.argv[1:]
+same = os.path.exists(old) and (a := load_file(new)).keys() == (b := load_file(old)).keys() and all(
+    a[k].equal(b[k]) for k in a)
+sys.exit(0 if same else 1)
+PY
+  then
+    cp $OUT/model.safetensors $SAVED/model.safetensors.tmp && mv $SAVED/model.safetensors.tmp $SAVED/model.safetensors
+  fi
+  # the rate of the stage the run is in (a stage change at the last validation included): where the next machine
+  # continues
+  .venv/bin/python - $OUT/last.pt > $SAVED/lr <<'PY'
+import sys, torch
+from samplecnn.train import RECIPES, recipe_with_lr
+state = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+recipe = recipe_with_lr(RECIPES[state["config"]["recipe"]], state["config"]["lr"])
+print(recipe["stages"][state["progress"]["stage"]].lr)
+PY
   # every machine's records, each run named by the time of its first validation (a rerun of save replaces its own)
   .venv/bin/python - "$OUT/metrics.jsonl" "$SAVED/history.jsonl" <<'PY'
 import json, os, sys
