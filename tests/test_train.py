@@ -285,15 +285,18 @@ def test_augmented_crops_are_a_pure_function_of_seed_epoch_and_draw(mtat_cache, 
 
 
 def test_lr_scales_every_stage_of_the_recipe_and_a_resume_must_keep_it(mtat_cache, tmp_path, capsys):
-    run = tmp_path / "gentle"
-    assert _train(mtat_cache, run, "--recipe", "paper", "--epochs", "1", "--width", "0.125", "--lr", "0.002") == 0
-    record = json.loads((run / "metrics.jsonl").read_text())
-    assert record["lr"] == pytest.approx(0.002)
     from samplecnn.train import RECIPES, recipe_with_lr
 
     stages = recipe_with_lr(RECIPES["paper"], 0.002)["stages"]
     assert [s.lr for s in stages] == pytest.approx([0.002 / 5**k for k in range(5)])
     assert RECIPES["paper"]["stages"][0].lr == 0.01  # the recipe itself is untouched
+    run = tmp_path / "gentle"
+    common = ("--recipe", "paper", "--epochs", "1", "--width", "0.125")
+    assert _train(mtat_cache, run, *common, "--lr", "0.002", "--stop-after-steps", "5") == 0
     capsys.readouterr()
-    assert _train(mtat_cache, run, "--recipe", "paper", "--epochs", "2", "--width", "0.125", "--resume") == 1
+    assert _train(mtat_cache, run, *common, "--resume") == 1  # the recipe's own rate: not this run
     assert "cannot resume" in capsys.readouterr().err
+    assert not (run / "metrics.jsonl").exists()
+    assert _train(mtat_cache, run, *common, "--lr", "0.002", "--resume") == 0  # the same rate: it goes on
+    record = json.loads((run / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and record["step"] == 15 and record["lr"] == pytest.approx(0.002)
