@@ -127,6 +127,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, metavar="LR",
                    help="the first stage's learning rate, the later stages scaled alike (default: the recipe's; "
                         "e.g. 0.002 to fine-tune from --init)")
+    p.add_argument("--dropout", type=float, metavar="P",
+                   help="dropout before the head while training (default: the architecture's, 0.5 for samplecnn); "
+                        "a distilled student fits its teacher's soft labels and may want less")
     p.add_argument("--freeze", type=int, default=0, metavar="N",
                    help="with --init: keep the first N of the ten convolution blocks (the stem, then the nine "
                         "sample-level blocks) as loaded, BatchNorm statistics included (default: 0)")
@@ -685,7 +688,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,
                              loss=args.loss, voices=args.voices, epoch_steps=args.epoch_steps, ema=args.ema,
                              init=args.init, lr=args.lr, freeze=args.freeze, augment_crops=args.augment_crops,
-                             layout=args.layout, export_best=args.export_best, valid_data=args.valid_data))
+                             layout=args.layout, export_best=args.export_best, valid_data=args.valid_data,
+                             dropout=args.dropout))
     if path is not None:
         print(f"trained model: {path}")
     return 0

@@ -107,6 +107,7 @@ class TrainConfig:
     augment_crops: bool = False         # without a teacher: augment the label crops (speed, filter, gain)
     layout: str = "auto"                # conv1d, planar (height-1 Conv2d, channels-last), auto: planar for CPU bf16
     export_best: bool = False           # only export RUN_DIR's best weights so far (the run may still be going)
+    dropout: float | None = None        # dropout before the head in training (default: the architecture's)
 
 
 @dataclasses.dataclass
@@ -159,6 +160,10 @@ class Run:
         self.model_config = models.config_for(cfg.arch, n_tags=len(self.cache.tags), **overrides)
         torch.manual_seed(cfg.seed)
         self.model = models.SampleCNN(**self.model_config).to(self.device)
+        if cfg.dropout is not None:  # a training choice only: the exported model is the same function either way
+            if not 0.0 <= cfg.dropout < 1.0:
+                raise SampleCNNError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+            self.model.dropout.p = cfg.dropout
         if cfg.freeze and not cfg.init:
             raise SampleCNNError("--freeze needs --init CKPT|NAME (frozen random weights learn nothing)")
         if not 0 <= cfg.freeze <= 10:
@@ -537,7 +542,7 @@ class Run:
 
 
 # what --resume must find unchanged
-_FIXED = ("recipe", "lr", "teacher", "augment", "loss", "epoch_steps", "voices", "freeze", "augment_crops")
+_FIXED = ("recipe", "lr", "teacher", "augment", "loss", "epoch_steps", "voices", "freeze", "augment_crops", "dropout")
 _AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

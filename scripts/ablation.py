@@ -2,7 +2,7 @@
 student, every run given the same minutes of training-step compute and scored on the same held-out tracks.
 
     .venv/bin/python scripts/ablation.py --data runs/corpus-cache --valid-data runs/valid-cache --out runs/ablation \\
-        [--minutes 10] [--only NAME,...]
+        [--minutes 10] [--only NAME,...] [--voices runs/voices-cache --music-only-data runs/game-cache]
 
 --data needs the teacher's segment labels (`samplecnn teach --data CACHE`) for the runs without an online teacher;
 --valid-data is a cache whose valid split has teacher labels (the held-out packages). Runs continue where they
@@ -30,6 +30,8 @@ from samplecnn.train import Run, TrainConfig
 # v2's recipe (the bundled default's model card): SGD at 0.01 on the teacher's precomputed segment labels, BCE.
 V2 = dict(recipe="paper", amp="bf16", batch_size=16, epoch_repeats=8, valid_segments=12)
 ALL = dict(V2, recipe="cosine", teacher="both", loss="logit-mse")
+VOICES, MUSIC_ONLY = "<--voices>", "<--music-only-data>"  # filled in from the command line
+V3 = dict(V2, teacher="both", voices=VOICES, lr=0.002, ema=0.999, init="default", epoch_steps=300)
 RUNS = {  # name -> (what changes, options); "init" continues from the bundled default where the width allows
     "v2": ("v2's recipe, continued", dict(V2, init="default")),
     "views": ("+ consistent teaching (online teacher on augmented views)", dict(V2, teacher="both", init="default")),
@@ -38,6 +40,12 @@ RUNS = {  # name -> (what changes, options); "init" continues from the bundled d
     "all": ("all three", dict(ALL, init="default")),
     "all-scratch": ("all three, from scratch", dict(ALL)),
     "all-w0.5": ("all three, width 0.5, from scratch", dict(ALL, width=0.5)),
+    # the long run's recipe (consistent teaching on game music + MIDI renders + voices, SGD from v2 at a gentler
+    # rate, moving average), then one change at a time: where its plateau below v2 comes from
+    "v3": ("the v3 long run's recipe (views of game music + MIDI renders + voices, SGD at 0.002, EMA)", V3),
+    "v3-game": ("v3 on game music alone (no MIDI renders, no voices)", dict(V3, data=MUSIC_ONLY, voices=None)),
+    "v3-logit": ("v3 + logit MSE loss", dict(V3, loss="logit-mse")),
+    "v3-nodrop": ("v3 without dropout before the head", dict(V3, dropout=0.0)),
 }
 TAG_COLUMNS = ("guitar", "synth", "piano", "electronic", "drums")
 EPOCH_STEPS = 150  # steps between validations for runs with an online teacher (~ an epoch of v2's recipe)
@@ -66,8 +74,13 @@ class _Unexported(Run):
 
 def run_config(name: str, options: dict, args: argparse.Namespace) -> Path:
     out = args.out / name
-    cfg = TrainConfig(data=args.data, out=str(out), valid_data=args.valid_data, budget_minutes=args.minutes,
-                      epoch_steps=EPOCH_STEPS, checkpoint_every=50, seed=args.seed, **options)
+    fill = {VOICES: args.voices, MUSIC_ONLY: args.music_only_data}
+    options = {k: fill.get(v, v) if isinstance(v, str) else v for k, v in options.items()}
+    missing = sorted(flag for flag, value in fill.items() if value is None and flag in RUNS[name][1].values())
+    if missing:
+        raise SystemExit(f"run {name} needs {', '.join(m.strip('<>') for m in missing)}")
+    cfg = TrainConfig(**{**dict(data=args.data, out=str(out), valid_data=args.valid_data, budget_minutes=args.minutes,
+                                epoch_steps=EPOCH_STEPS, checkpoint_every=50, seed=args.seed), **options})
     if cfg.recipe == "cosine":  # plan the schedule to end with the budget
         plan_file = out / "plan.json"
         if plan_file.is_file():
@@ -159,6 +172,8 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--valid-data", required=True)
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    parser.add_argument("--voices", help="a voice cache (`samplecnn corpus voices`), for the v3 runs")
+    parser.add_argument("--music-only-data", help="--data without the MIDI renders, for v3-game")
     parser.add_argument("--minutes", type=float, default=10.0, help="training-step compute per run")
     parser.add_argument("--only", help="comma-separated run names (default: all)")
     parser.add_argument("--seed", type=int, default=0)

@@ -36,6 +36,44 @@ if [ ! -f $R/valid-cache/index.csv ]; then
   $S prepare folder --audio $R/corpus --labels $R/valid-labels.csv --split-column split --out $R/valid-cache --workers 2
   $S teach --data $R/valid-cache --teacher both --workers 2
 fi
+# The fit check: 42 of the training game-music tracks (a fixed draw), labelled by both teachers like the held-out
+# ones: how well a student fits music it trained on, beside how it does on music it never heard.
+if [ ! -f $R/fit-cache/index.csv ]; then
+  .venv/bin/python - "$R" <<'PY'
+import csv, os, random, sys
+src, dst = f"{sys.argv[1]}/corpus-labels.csv", f"{sys.argv[1]}/fit-labels.csv"
+with open(src, newline="") as f:
+    reader = csv.DictReader(f)
+    rows = [r for r in reader if r["split"] == "train" and not r[reader.fieldnames[0]].startswith("midi/")]
+    fields = reader.fieldnames
+rows = [dict(r, split="valid") for r in random.Random(0).sample(rows, 42)]  # scored as a "valid" split
+with open(dst + ".tmp", "w", newline="") as f:
+    w = csv.DictWriter(f, fields)
+    w.writeheader()
+    w.writerows(rows)
+os.replace(dst + ".tmp", dst)
+print(f"{len(rows)} training tracks for the fit check -> {dst}")
+PY
+  $S prepare folder --audio $R/corpus --labels $R/fit-labels.csv --split-column split --out $R/fit-cache --workers 2
+  $S teach --data $R/fit-cache --teacher both --workers 2
+fi
+# The game music alone (no MIDI renders), for the ablation's v3-game run.
+if [ ! -f $R/game-cache/index.csv ]; then
+  .venv/bin/python - "$R" <<'PY'
+import csv, os, sys
+src, dst = f"{sys.argv[1]}/corpus-labels.csv", f"{sys.argv[1]}/game-labels.csv"
+with open(src, newline="") as f:
+    reader = csv.DictReader(f)
+    rows = [r for r in reader if not r[reader.fieldnames[0]].startswith("midi/")]
+    fields = reader.fieldnames
+with open(dst + ".tmp", "w", newline="") as f:
+    w = csv.DictWriter(f, fields)
+    w.writeheader()
+    w.writerows(rows)
+os.replace(dst + ".tmp", dst)
+PY
+  $S prepare folder --audio $R/corpus --labels $R/game-labels.csv --split-column split --out $R/game-cache --workers 2
+fi
 [ -f $R/voices/manifest.csv ] || $S corpus voices --out $R/voices
 [ -f $R/voices-labels.csv ] || $S teach --make-table $R/voices/manifest.csv $R/voices-labels.csv
 [ -f $R/voices-cache/index.csv ] || $S prepare folder --audio $R/voices --labels $R/voices-labels.csv \

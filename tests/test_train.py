@@ -300,3 +300,23 @@ def test_lr_scales_every_stage_of_the_recipe_and_a_resume_must_keep_it(mtat_cach
     assert _train(mtat_cache, run, *common, "--lr", "0.002", "--resume") == 0  # the same rate: it goes on
     record = json.loads((run / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and record["step"] == 15 and record["lr"] == pytest.approx(0.002)
+
+
+def test_dropout_is_a_training_choice_the_run_keeps_and_the_model_does_not_carry(mtat_cache, tmp_path, capsys):
+    from samplecnn.train import Run, TrainConfig
+
+    plain = Run(TrainConfig(data=str(mtat_cache), out=str(tmp_path / "p"), width=0.125, dropout=0.0))
+    assert plain.model.dropout.p == 0
+    run = tmp_path / "nodrop"
+    common = ("--recipe", "paper", "--epochs", "1", "--width", "0.125")
+    assert _train(mtat_cache, run, *common, "--dropout", "0", "--stop-after-steps", "5") == 0
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert state["config"]["dropout"] == 0.0
+    capsys.readouterr()
+    assert _train(mtat_cache, run, *common, "--resume") == 1  # the architecture's 0.5: not this run
+    assert "cannot resume" in capsys.readouterr().err
+    assert _train(mtat_cache, run, *common, "--dropout", "0", "--resume") == 0
+    _, info = checkpoint.read(run / "model.safetensors")
+    assert info.config.get("dropout", 0.5) == 0.5  # the exported model is the architecture's own
+    assert _train(mtat_cache, tmp_path / "bad", *common, "--dropout", "1") == 1
+    assert "--dropout must be in [0, 1)" in capsys.readouterr().err
