@@ -16,8 +16,7 @@ Run it alone: two heavy jobs on two cores spoil every timing. The CPU's model an
 from __future__ import annotations
 
 import argparse
-import platform
-import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,17 +27,10 @@ import torch.nn.functional as F
 
 from samplecnn import devices, models
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_tag import cpu_description  # noqa: E402
+
 SEG = models.SEGMENT_SAMPLES
-
-
-def cpu_description() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = re.search(r"model name\s*:\s*(.*)", text)
-    flags = sorted(set(re.findall(r"\b(amx\w*|avx512_bf16|avx512_vnni|avx512f)\b", text)))
-    return f"{name.group(1) if name else 'unknown CPU'}; flags: {', '.join(flags) or 'no AVX-512/AMX'}"
 
 
 def timed(step, batch: int, seconds: float) -> float:
