@@ -286,6 +286,21 @@ def test_training_crops_are_grid_segments_with_their_teacher_labels(taught_both,
     np.testing.assert_array_equal(y.numpy(), np.zeros((5, 50), np.float32))
 
 
+def test_validation_scores_a_clip_against_the_teacher_on_the_same_segments(taught_both, tmp_path):
+    run = Run(TrainConfig(data=str(taught_both), out=str(tmp_path / "run"), width=0.125, valid_segments=1))
+    c = run.cache
+    longer = [i for i in run.valid_idx if len(c.segment_labels(int(i))) > 1]
+    assert longer, "the fixture needs a held-out clip of more than one segment"
+    _, _, first = run.predict(run.valid_idx, max_segments=1)
+    _, _, whole = run.predict(run.valid_idx)
+    for row, i in enumerate(run.valid_idx):
+        segments = c.segment_labels(int(i))
+        np.testing.assert_allclose(first[row], segments[0], rtol=1e-6)  # what the teacher says of that segment
+        np.testing.assert_allclose(whole[row], segments.mean(axis=0), rtol=1e-6)
+    assert not np.allclose(first[[list(run.valid_idx).index(i) for i in longer]],
+                           c.labels[longer])  # not the whole clip's label
+
+
 def test_tag_statistics():
     rows = np.array([[0.9, 0.1, 0.3] + [0.0] * 7, [0.1, 0.5, 0.2] + [0.0] * 7], np.float32)
     stats = teach.tag_statistics(rows, [f"t{j}" for j in range(10)])
