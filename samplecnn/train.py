@@ -455,7 +455,8 @@ class Run:
                       "valid_loss": result["loss"], "valid_roc_auc": result["roc_auc"],
                       "valid_pr_auc": result["pr_auc"], "valid_spearman": result.get("spearman"),
                       "compute_minutes": round(p.compute_seconds / 60, 2), "valid_per_tag": result["per_tag"],
-                      "best": improved, "time": round(time.time(), 1)}
+                      "best": improved, "time": round(time.time(), 1),
+                      "valid_reference": "segments"}  # scored against the teacher on the same segments
             _write_metrics(self.out, _read_metrics(self.out) + [record])
             _plot_curves(self.out)
             rho = f", Spearman {result['spearman']:.4f}" if result.get("spearman") is not None else ""

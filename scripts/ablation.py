@@ -46,6 +46,8 @@ RUNS = {  # name -> (what changes, options); "init" continues from the bundled d
     # rate, moving average), then one change at a time: where its plateau below v2 comes from
     "v3": ("the v3 long run's recipe (views of game music + MIDI renders + voices, SGD at 0.002, EMA)", V3),
     "v3-game": ("v3 on game music alone (no MIDI renders, no voices)", dict(V3, data=MUSIC_ONLY, voices=None)),
+    "v3-game-plain": ("v3-game without augmentation (clean crops at any offset, the teacher on each)",
+                      dict(V3, data=MUSIC_ONLY, voices=None, augment=False)),
     "v3-logit": ("v3 + logit MSE loss", dict(V3, loss="logit-mse")),
     "v3-nodrop": ("v3 without dropout before the head", dict(V3, dropout=0.0)),
 }
