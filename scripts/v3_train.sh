@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=runs/v3
 SAVED=checkpoints/v3
-args=(--data runs/corpus-cache --valid-data runs/valid-cache --out $OUT --recipe paper --teacher both
-      --voices runs/voices-cache --amp bf16 --batch-size 16 --ema 0.999 --valid-segments 12 --checkpoint-every 100
-      --epoch-steps 500)
+# The recipe the 20-minute ablation chose (scripts/ablation.py, v3-game-plain): the teacher on clean views of the
+# game music at any offset, no augmentation, no MIDI renders or voices (each of those cost held-out accuracy there).
+args=(--data runs/game-cache --valid-data runs/valid-cache --out $OUT --recipe paper --teacher both --no-augment
+      --amp bf16 --batch-size 16 --ema 0.999 --valid-segments 12 --checkpoint-every 100 --epoch-steps 500)
 if [ "${1:-}" = save ]; then
   .venv/bin/samplecnn train "${args[@]}" --lr "$(cat $OUT/start-lr)" --resume --export-best
   mkdir -p $SAVED
