@@ -15,23 +15,28 @@ command -v fluidsynth >/dev/null || bash scripts/install-fluidsynth.sh
     $R/corpus-labels.csv
 [ -f $R/corpus-cache/index.csv ] || $S prepare folder --audio $R/corpus --labels $R/corpus-labels.csv \
     --split-column split --out $R/corpus-cache --workers 2
-# Validation: the held-out packages only (the valid split without the MIDI renders), labelled by both teachers.
-if [ ! -f $R/valid-labels.csv ]; then
-  .venv/bin/python - "$R" <<'PY'
-import csv, sys
-src, dst = f"{sys.argv[1]}/corpus-labels.csv", f"{sys.argv[1]}/valid-labels.csv"
+# subset SPLIT DST [N]: the game-music rows (no MIDI renders) of corpus-labels.csv in SPLIT (or "any") -> DST,
+# atomically; with N, a fixed draw of N of them relabelled "valid", so that `evaluate --split valid` scores them.
+subset() {
+  .venv/bin/python - "$R/corpus-labels.csv" "$@" <<'PY'
+import csv, os, random, sys
+src, split, dst, n = sys.argv[1], sys.argv[2], sys.argv[3], (int(sys.argv[4]) if len(sys.argv) > 4 else None)
 with open(src, newline="") as f:
     reader = csv.DictReader(f)
-    rows = [r for r in reader if r["split"] == "valid" and not r[reader.fieldnames[0]].startswith("midi/")]
     fields = reader.fieldnames
+    rows = [r for r in reader if split in ("any", r["split"]) and not r[fields[0]].startswith("midi/")]
+if n is not None:
+    rows = [dict(r, split="valid") for r in random.Random(0).sample(rows, n)]
 with open(dst + ".tmp", "w", newline="") as f:
     w = csv.DictWriter(f, fields)
     w.writeheader()
     w.writerows(rows)
-import os; os.replace(dst + ".tmp", dst)
-print(f"{len(rows)} held-out tracks -> {dst}")
+os.replace(dst + ".tmp", dst)
+print(f"{len(rows)} tracks -> {dst}")
 PY
-fi
+}
+# Validation: the held-out packages only (the valid split without the MIDI renders), labelled by both teachers.
+[ -f $R/valid-labels.csv ] || subset valid $R/valid-labels.csv
 if [ ! -f $R/valid-cache/index.csv ]; then
   $S prepare folder --audio $R/corpus --labels $R/valid-labels.csv --split-column split --out $R/valid-cache --workers 2
   $S teach --data $R/valid-cache --teacher both --workers 2
@@ -39,39 +44,13 @@ fi
 # The fit check: 42 of the training game-music tracks (a fixed draw), labelled by both teachers like the held-out
 # ones: how well a student fits music it trained on, beside how it does on music it never heard.
 if [ ! -f $R/fit-cache/index.csv ]; then
-  .venv/bin/python - "$R" <<'PY'
-import csv, os, random, sys
-src, dst = f"{sys.argv[1]}/corpus-labels.csv", f"{sys.argv[1]}/fit-labels.csv"
-with open(src, newline="") as f:
-    reader = csv.DictReader(f)
-    rows = [r for r in reader if r["split"] == "train" and not r[reader.fieldnames[0]].startswith("midi/")]
-    fields = reader.fieldnames
-rows = [dict(r, split="valid") for r in random.Random(0).sample(rows, 42)]  # scored as a "valid" split
-with open(dst + ".tmp", "w", newline="") as f:
-    w = csv.DictWriter(f, fields)
-    w.writeheader()
-    w.writerows(rows)
-os.replace(dst + ".tmp", dst)
-print(f"{len(rows)} training tracks for the fit check -> {dst}")
-PY
+  subset train $R/fit-labels.csv 42
   $S prepare folder --audio $R/corpus --labels $R/fit-labels.csv --split-column split --out $R/fit-cache --workers 2
   $S teach --data $R/fit-cache --teacher both --workers 2
 fi
-# The game music alone (no MIDI renders), for the ablation's v3-game run.
+# The game music alone (no MIDI renders): the long run's training data.
 if [ ! -f $R/game-cache/index.csv ]; then
-  .venv/bin/python - "$R" <<'PY'
-import csv, os, sys
-src, dst = f"{sys.argv[1]}/corpus-labels.csv", f"{sys.argv[1]}/game-labels.csv"
-with open(src, newline="") as f:
-    reader = csv.DictReader(f)
-    rows = [r for r in reader if not r[reader.fieldnames[0]].startswith("midi/")]
-    fields = reader.fieldnames
-with open(dst + ".tmp", "w", newline="") as f:
-    w = csv.DictWriter(f, fields)
-    w.writeheader()
-    w.writerows(rows)
-os.replace(dst + ".tmp", dst)
-PY
+  subset any $R/game-labels.csv
   $S prepare folder --audio $R/corpus --labels $R/game-labels.csv --split-column split --out $R/game-cache --workers 2
 fi
 [ -f $R/voices/manifest.csv ] || $S corpus voices --out $R/voices
