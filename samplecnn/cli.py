@@ -108,8 +108,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-segments", type=int, metavar="N",
                    help="validate on at most N segments per clip during training (faster; the export uses all)")
     p.add_argument("--valid-data", metavar="CACHE", help="validate on this cache's valid split (default: --data's)")
-    p.add_argument("--teacher", choices=("none", "musicnn", "vgg", "both"), default="none",
+    p.add_argument("--teacher", choices=("none", "musicnn", "vgg", "both", "labels"), default="none",
                    help="label augmented views with this musicnn teacher inside each step (consistent teaching); "
+                        "labels: plain views labelled ahead by `samplecnn teach` (the student's cost alone); "
                         "none: learn the cache's labels (default: %(default)s)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="with --teacher: plain crops instead of augmented views (speed, mixing, filters, gain)")
@@ -156,6 +157,9 @@ def _teach_arguments(p: argparse.ArgumentParser) -> None:
                    help="MTT_musicnn, MTT_vgg or the mean of both (default: %(default)s)")
     p.add_argument("--workers", type=int, default=1,
                    help="teacher processes, one torch thread each; 1 = in this process (default: %(default)s)")
+    p.add_argument("--labels-per-segment", type=int, choices=(1, 3, 9), default=1, metavar="N",
+                   help="label a segment-long window every 1/N segment: 1 = the non-overlapping segments; 3 or 9 "
+                        "give `train --teacher labels` more distinct views, N times the labelling (default: 1)")
     p.add_argument("--audio", metavar="DIR", help="folder the cache's paths are relative to (default: the one "
                                                  "prepare recorded)")
     cl.add_force(p, "the cache's teacher labels (or, with --make-table, OUT_CSV)")
@@ -179,7 +183,7 @@ def _cmd_teach(args: argparse.Namespace) -> int:
               f"{Path(manifests[0]).parent})")
         return EXIT_OK
     done = teach.teach(args.data, teacher=args.teacher, workers=args.workers, force=args.force,
-                       audio_root=args.audio)
+                       audio_root=args.audio, labels_per_segment=args.labels_per_segment)
     meta = done.cache.teacher_meta
     minutes, seconds = divmod(done.seconds, 60)
     print(f"wrote {Path(args.data) / 'teacher'}: {meta['segments']:,} segments of {meta['clips']:,} clips "

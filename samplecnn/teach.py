@@ -3,9 +3,12 @@
 Why per segment: the student learns from 2.7-s crops, and a track's mean label says only what the teacher hears
 somewhere in it; a label for the crop itself says what is in the crop. Format of what is written: data/cache.py.
 
-Alignment. Student segment k of a clip covers samples [k * 59049, (k + 1) * 59049) at 22050 Hz (the grid of
-training crops and of song-level inference: k < length // 59049, one zero-padded segment for a shorter clip); its
-centre is c = (k + 0.5) * 59049 / 22050 s. The teacher decodes the ORIGINAL file at 16 kHz with samplecnn.audio
+Alignment. Grid segment k of a clip covers samples [k * hop, k * hop + 59049) at 22050 Hz. The default hop is one
+segment: the grid of non-overlapping segments that song-level inference uses (k < length // 59049, one zero-padded
+segment for a shorter clip). `labels_per_segment` 3 or 9 makes the grid denser (hop 59049 / 3 or / 9; every 3rd or
+9th row is then the default grid's row, exactly): precomputed labels for as many distinct crops as the teacher run
+in every training step would give on plain audio, at a one-off cost (`train --teacher labels`). A segment's centre is
+c = (k * hop + 59049 / 2) / 22050 s. The teacher decodes the ORIGINAL file at 16 kHz with samplecnn.audio
 (soxr HQ: the pipeline the port was verified with; resampling the cache's 22050-Hz audio again would be another
 one), computes the log-mel of the whole track once (frame f centred at f * 256 / 16000 s) and takes the 187-frame
 patch [s, s + 187) whose middle frame s + 93 is nearest to c, shifted back inside the track at its ends. A track
@@ -44,12 +47,18 @@ from .tags import MTAT_TOP50
 from .teachers import musicnn as M
 from .workers import Pool
 
-__all__ = ["TEACHER_CHOICES", "teach", "teacher_names", "segment_counts", "patch_starts", "tag_columns",
-           "make_table", "tag_statistics", "Taught"]
+__all__ = ["TEACHER_CHOICES", "LABELS_PER_SEGMENT", "CROP_SLACK", "teach", "teacher_names", "segment_counts",
+           "patch_starts", "tag_columns", "make_table", "tag_statistics", "Taught"]
 
 TEACHER_CHOICES = {"musicnn": ("MTT_musicnn",), "vgg": ("MTT_vgg",), "both": ("MTT_musicnn", "MTT_vgg")}
 FORMAT, VERSION = "samplecnn-teacher-labels", 1
 PARTIAL = ".partial"
+LABELS_PER_SEGMENT = (1, 3, 9)  # divisors of 59049 = 3**10, so that a denser grid contains the default one
+# How far a training crop may move from its grid segment and stay inside the teacher's patch: the patch spans
+# (187 - 1) * 256 samples at 16 kHz = 2.976 s between its outer frame centres, the crop 2.678 s, and the patch's
+# middle frame is up to half a frame (176 samples at 22050 Hz) from the segment's centre.
+CROP_SLACK = int(((M.PATCH_FRAMES - 1) * M.HOP * SAMPLE_RATE / M.SAMPLE_RATE - SEGMENT_SAMPLES) / 2
+                 - M.HOP / 2 * SAMPLE_RATE / M.SAMPLE_RATE)
 _AHEAD = 2  # clips queued per worker process
 
 
@@ -59,14 +68,15 @@ def teacher_names(choice: str) -> tuple[str, ...]:
     return TEACHER_CHOICES[choice]
 
 
-def segment_counts(lengths: np.ndarray) -> np.ndarray:
-    """Grid segments per clip: the whole 59049-sample segments, at least one (a short clip is padded to one)."""
-    return np.maximum(1, np.asarray(lengths, dtype=np.int64) // SEGMENT_SAMPLES)
+def segment_counts(lengths: np.ndarray, hop: int = SEGMENT_SAMPLES) -> np.ndarray:
+    """Grid segments per clip: the whole 59049-sample segments starting every `hop` samples, at least one (a short
+    clip is padded to one)."""
+    return np.maximum(1, (np.asarray(lengths, dtype=np.int64) - SEGMENT_SAMPLES) // hop + 1)
 
 
-def patch_starts(n_segments: int, n_frames: int) -> np.ndarray:
+def patch_starts(n_segments: int, n_frames: int, hop: int = SEGMENT_SAMPLES) -> np.ndarray:
     """First log-mel frame of the teacher patch for each student segment (module docstring: Alignment)."""
-    centres = (np.arange(n_segments) + 0.5) * SEGMENT_SAMPLES / SAMPLE_RATE
+    centres = (np.arange(n_segments) * hop + SEGMENT_SAMPLES / 2) / SAMPLE_RATE
     middle = np.floor(centres * M.SAMPLE_RATE / M.HOP + 0.5).astype(np.int64)
     return np.clip(middle - M.PATCH_FRAMES // 2, 0, n_frames - M.PATCH_FRAMES)
 
@@ -93,21 +103,21 @@ class _Labeller:
         self.teachers = [M.load_teacher(name) for name in names]
         self.columns = columns
 
-    def __call__(self, job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]:
-        i, path, n_segments = job
+    def __call__(self, job: tuple[int, str, int, int]) -> tuple[int, np.ndarray | None, str]:
+        i, path, n_segments, hop = job
         try:
-            return i, self.label(path, n_segments), ""
+            return i, self.label(path, n_segments, hop), ""
         except AudioError as e:
             return i, None, e.reason
         except Exception as e:  # a decoder bug or MemoryError on one file must not stop the whole cache
             return i, None, f"unexpected {type(e).__name__}: {e}"
 
-    def label(self, path: str, n_segments: int) -> np.ndarray:
+    def label(self, path: str, n_segments: int, hop: int = SEGMENT_SAMPLES) -> np.ndarray:
         wave = audio.decode_mono(path, sr=M.SAMPLE_RATE)
         if len(wave) < M.MIN_SAMPLES:
             wave = np.pad(wave, (0, M.MIN_SAMPLES - len(wave)))
         features = M.log_compress(M.melpower(wave))        # (frames, 96), once per track
-        patches = np.stack([features[s:s + M.PATCH_FRAMES] for s in patch_starts(n_segments, len(features))])
+        patches = np.stack([features[s:s + M.PATCH_FRAMES] for s in patch_starts(n_segments, len(features), hop)])
         outputs = np.mean([t.patch_outputs(patches) for t in self.teachers], axis=0)
         return np.ascontiguousarray(outputs[:, self.columns], dtype=np.float32)
 
@@ -122,11 +132,11 @@ def _init_worker(names: tuple[str, ...], columns: list[int]) -> None:
     _WORKER = _Labeller(names, columns)
 
 
-def _work(job: tuple[int, str, int]) -> tuple[int, np.ndarray | None, str]:
+def _work(job: tuple[int, str, int, int]) -> tuple[int, np.ndarray | None, str]:
     return _WORKER(job)
 
 
-def _teachers(names: tuple[str, ...], columns: list[int], jobs: list[tuple[int, str, int]], workers: int) -> Pool:
+def _teachers(names: tuple[str, ...], columns: list[int], jobs: list[tuple[int, str, int, int]], workers: int) -> Pool:
     """Results of `jobs` in completion order, from `workers` processes (1: in this process). They run torch, so
     they are spawned (workers.context)."""
     return Pool(_work, jobs, workers, ahead=_AHEAD, runs_torch=True, ordered=False,
@@ -150,7 +160,7 @@ class Taught:
 
 def teach(data: str | os.PathLike, teacher: str = "both", workers: int = 1, force: bool = False,
           audio_root: str | os.PathLike | None = None, progress: bool = True,
-          on_clip: Callable[[int], None] | None = None) -> Taught:
+          on_clip: Callable[[int], None] | None = None, labels_per_segment: int = 1) -> Taught:
     """Label the cache at `data` (resuming an interrupted run there); see the module docstring.
 
     audio_root: where the cache's paths are relative to (default: the root recorded by prepare). on_clip(i) is
@@ -159,6 +169,10 @@ def teach(data: str | os.PathLike, teacher: str = "both", workers: int = 1, forc
     names = teacher_names(teacher)
     if int(workers) < 1:
         raise SampleCNNError(f"--workers must be at least 1, got {workers}")
+    if labels_per_segment not in LABELS_PER_SEGMENT:
+        raise SampleCNNError(f"--labels-per-segment must be one of {', '.join(map(str, LABELS_PER_SEGMENT))}, "
+                             f"got {labels_per_segment}")
+    hop = SEGMENT_SAMPLES // labels_per_segment
     cache = Cache(data)
     columns = tag_columns(cache.tags)
     for name in names:
@@ -168,9 +182,11 @@ def teach(data: str | os.PathLike, teacher: str = "both", workers: int = 1, forc
         raise SampleCNNError("the audio folder the cache was prepared from is not there (pass --audio DIR)", root)
     folder = cache.path / TEACHER
     partial = folder / PARTIAL
-    counts = segment_counts(cache.lengths)
+    counts = segment_counts(cache.lengths, hop)
     plan = {"format": FORMAT, "version": VERSION, "cache_id": cache.id, "teachers": list(names),
             "tags": cache.tags, "clips": len(cache), "segments": int(counts.sum())}
+    if hop != SEGMENT_SAMPLES:  # so that a run interrupted before denser grids existed still resumes
+        plan["segment_hop"] = hop
 
     if cache.has_segment_labels and not force:
         raise SampleCNNError("already has teacher labels (pass --force to compute them again)", cache.path)
@@ -195,9 +211,9 @@ def teach(data: str | os.PathLike, teacher: str = "both", workers: int = 1, forc
     if todo and not any(os.path.isfile(p) for p in paths.values()):
         raise SampleCNNError(f"none of the cache's {len(todo)} audio files is under this folder (pass --audio DIR)",
                              root)
-    computed = _label_all(partial, [(i, paths[i], int(counts[i])) for i in todo], names, columns, int(workers),
+    computed = _label_all(partial, [(i, paths[i], int(counts[i]), hop) for i in todo], names, columns, int(workers),
                           total=len(cache), progress=progress, on_clip=on_clip)
-    failures = _finalise(cache, folder, partial, names, counts, root)
+    failures = _finalise(cache, folder, partial, names, hop, root)
     return Taught(Cache(cache.path), computed, failures, time.monotonic() - started)
 
 
@@ -233,7 +249,7 @@ def _finished(partial: Path, counts: np.ndarray, n_tags: int) -> set[int]:
     return done
 
 
-def _label_all(partial: Path, jobs: list[tuple[int, str, int]], names: tuple[str, ...], columns: list[int],
+def _label_all(partial: Path, jobs: list[tuple[int, str, int, int]], names: tuple[str, ...], columns: list[int],
                workers: int, total: int, progress: bool, on_clip: Callable[[int], None] | None) -> int:
     from tqdm import tqdm
 
@@ -256,7 +272,7 @@ def _label_all(partial: Path, jobs: list[tuple[int, str, int]], names: tuple[str
     return computed
 
 
-def _finalise(cache: Cache, folder: Path, partial: Path, names: tuple[str, ...], counts: np.ndarray,
+def _finalise(cache: Cache, folder: Path, partial: Path, names: tuple[str, ...], hop: int,
               root: Path) -> list[tuple[str, str]]:
     """Assemble the arrays, replace labels.npy by the clip means, write teacher/meta.json last, drop .partial."""
     per_clip = [np.load(_clip_file(partial, i)) for i in range(len(cache))]
@@ -286,7 +302,7 @@ def _finalise(cache: Cache, folder: Path, partial: Path, names: tuple[str, ...],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cache_id": cache.id, "clips": len(cache), "segments": int(len(rows)), "tags": cache.tags,
         "segment_samples": SEGMENT_SAMPLES, "sample_rate": SAMPLE_RATE, "teacher_sample_rate": M.SAMPLE_RATE,
-        "patch_frames": M.PATCH_FRAMES, "hop": M.HOP,
+        "patch_frames": M.PATCH_FRAMES, "hop": M.HOP, "segment_hop": hop, "crop_slack": CROP_SLACK,
         "alignment": "187-frame patch centred on each 59049-sample grid segment, clamped to the track",
         "audio_root": str(root), "labels_replaced": "labels.npy = clip mean of the segment labels",
         "failures": [{"path": p, "error": e} for p, e in failures],

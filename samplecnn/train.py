@@ -12,7 +12,9 @@ Recipes (each is a list of stages; moving to the next stage restarts from the be
 Data: without a teacher, every step takes a random 59049-sample crop of each clip (a random cell of the teacher-label
 grid where `samplecnn teach` wrote one) with its label. With `--teacher`, every step is a batch of augmented views
 (samplecnn.views) labelled by the musicnn teacher inside the step (consistent teaching); an epoch is then
-`--epoch-steps` steps. The loss is BCE against the teacher's probabilities or MSE between the logits (`--loss`).
+`--epoch-steps` steps. `--teacher labels` is the same without augmentation at the student's cost alone: plain views
+drawn like the teacher's, each labelled by the teacher window that contains it, computed ahead by `samplecnn teach`
+(`--labels-per-segment 3` for a denser grid of windows). The loss is BCE against the teacher's probabilities or MSE between the logits (`--loss`).
 
 Crops, views and the data order depend only on (seed, epoch or step, row), and the checkpoint holds the model, its
 moving average, optimizer, stage, position in the epoch and the torch RNG (dropout), so `--resume` after an
@@ -95,7 +97,8 @@ class TrainConfig:
     epoch_repeats: int = 1              # visits of every training clip per epoch (long tracks: more crops per epoch)
     valid_segments: int | None = None   # per-clip cap on validation segments during training (speed); None = all
     valid_data: str | None = None       # validate on this cache's valid split instead of --data's
-    teacher: str = "none"               # "none": the cache's labels; musicnn/vgg/both: online consistent teaching
+    teacher: str = "none"               # "none": the cache's labels; musicnn/vgg/both: online consistent teaching;
+                                        # "labels": plain views labelled ahead by `samplecnn teach` (no teacher cost)
     augment: bool = True                # with a teacher: augmented views (speed, mix, filter, gain)
     voices: str | None = None           # with a teacher: a cache of voice recordings mixed over a share of the views
     loss: str = "bce"                   # "bce" on probabilities, or "logit-mse" (Ba & Caruana 2014)
@@ -180,7 +183,14 @@ class Run:
         self.ema_decay = self.recipe.get("ema", 0.0) if cfg.ema is None else cfg.ema
         self.ema = copy.deepcopy(self.model).eval() if self.ema_decay else None
         self.views, self.teacher = None, None
-        if cfg.teacher != "none":
+        if cfg.teacher == "labels":
+            from .views import LabelledCrops
+
+            if not self.cache.has_segment_labels:
+                raise SampleCNNError("--teacher labels needs the cache's teacher labels: run `samplecnn teach` on it "
+                                     "first", cfg.data)
+            self.views = LabelledCrops(self.cache, self.train_idx, cfg.seed)
+        elif cfg.teacher != "none":
             from .teach import tag_columns, teacher_names
             from .teachers.ensemble import TeacherEnsemble
             from .views import Augment, ViewSampler
@@ -332,7 +342,10 @@ class Run:
         if self.views is None:
             return self.crops(*item, epoch)
         student, teacher = self.views.batch(item * self.world + self.rank, self.batch_size)
-        targets = self.teacher.probabilities(torch.from_numpy(teacher))
+        if self.teacher is None:  # --teacher labels: the teacher's labels were computed ahead
+            targets = torch.from_numpy(teacher)
+        else:
+            targets = self.teacher.probabilities(torch.from_numpy(teacher))
         return (torch.from_numpy(student).unsqueeze(1).to(self.device, non_blocking=True),
                 targets.to(self.device, non_blocking=True))
 
@@ -355,7 +368,7 @@ class Run:
             segments = self.cache.segment_labels(int(i)) if self.cache.has_segment_labels else None
             if segments is not None and len(segments):  # 0 rows: a file the teacher could not read
                 k = int(rng.integers(0, len(segments)))
-                start = k * SEG
+                start = k * self.cache.segment_hop
                 y[row] = segments[k]
             else:
                 start = int(rng.integers(0, max(1, length - need + 1)))
@@ -496,6 +509,8 @@ class Run:
                     logits.append(model(torch.from_numpy(batch).unsqueeze(1).to(self.device)).float())
             logits = torch.cat(logits)
             targets = self.valid_cache.segment_labels(int(i)) if self.valid_cache.has_segment_labels else None
+            if targets is not None:  # the rows of the non-overlapping segments scored here (a denser grid holds them)
+                targets = targets[::SEG // self.valid_cache.segment_hop]
             if targets is None or len(targets) < len(logits):
                 targets = np.broadcast_to(self.valid_cache.labels[i], logits.shape)
             targets = np.array(targets[:len(logits)], dtype=np.float32)
@@ -611,8 +626,9 @@ def train(cfg: TrainConfig) -> Path | None:
         raise SampleCNNError(f"unknown --loss {cfg.loss!r}; choose from {', '.join(LOSSES)}")
     if cfg.layout not in LAYOUTS:
         raise SampleCNNError(f"unknown --layout {cfg.layout!r}; choose from {', '.join(LAYOUTS)}")
-    if cfg.voices and cfg.teacher == "none":
-        raise SampleCNNError("--voices needs --teacher: the teacher labels the mixtures", cfg.voices)
+    if cfg.voices and cfg.teacher in ("none", "labels"):
+        raise SampleCNNError("--voices needs the teacher in the step (--teacher musicnn, vgg or both): it labels the "
+                             "mixtures", cfg.voices)
     if cfg.epoch_steps < 1 or (cfg.ema is not None and not 0.0 <= cfg.ema < 1.0):
         raise SampleCNNError("--epoch-steps must be >= 1 and --ema in [0, 1)")
     if cfg.amp not in (*_AMP, "auto"):

@@ -22,7 +22,7 @@ from scipy import signal
 from .data import Cache
 from .segments import SAMPLE_RATE, SEGMENT_SAMPLES
 
-__all__ = ["Augment", "ViewSampler", "WINDOW", "TEACHER_WINDOW", "TEACHER_RATE", "PAD"]
+__all__ = ["Augment", "ViewSampler", "LabelledCrops", "WINDOW", "TEACHER_WINDOW", "TEACHER_RATE", "PAD"]
 
 TEACHER_RATE = 16000
 # 22050 / 16000 = 441 / 320: a window of whole 441-sample units resamples to whole 320-sample units, exactly.
@@ -130,6 +130,44 @@ class ViewSampler:
             return out
         music_rms = max(float(np.sqrt(np.mean(music.astype(np.float64) ** 2))), 0.01)
         return out * np.float32(music_rms * 10 ** (snr_db / 20) / voice_rms)
+
+
+class LabelledCrops:
+    """Batches of (student crops, teacher labels) from a cache that `samplecnn teach` labelled: the plain views of
+    ViewSampler with the teacher's work done ahead of training, so a step costs the student's alone.
+
+    A row of the teacher-label grid is drawn uniformly among all rows of the training clips (so every second of music
+    is equally likely, as with ViewSampler), and the crop is its segment moved by up to the cache's `crop_slack`
+    either way: still inside the window the teacher heard. A denser grid (`teach --labels-per-segment 3`) gives
+    three times as many distinct windows. Deterministic from (seed, step, row), as views are.
+    """
+
+    def __init__(self, cache: Cache, clips: np.ndarray, seed: int):
+        if not cache.has_segment_labels:
+            raise ValueError("the cache has no teacher labels (samplecnn teach)")
+        self.cache, self.seed = cache, seed
+        self.clips = np.array([i for i in np.asarray(clips) if len(cache.segment_labels(int(i)))], dtype=np.int64)
+        if len(self.clips) == 0:
+            raise ValueError("no training clip has teacher labels")
+        self.rows_before = np.concatenate([[0], np.cumsum([len(cache.segment_labels(int(i))) for i in self.clips])])
+        self.hop, self.slack = cache.segment_hop, cache.crop_slack
+
+    def batch(self, step: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(size, 59049) float32 crops at 22050 Hz and their (size, T) float32 teacher labels."""
+        student = np.zeros((size, SEGMENT_SAMPLES), dtype=np.float32)
+        labels = np.empty((size, len(self.cache.tags)), dtype=np.float32)
+        for row in range(size):
+            rng = np.random.default_rng([self.seed, step, row])
+            r = int(rng.integers(0, self.rows_before[-1]))
+            c = int(np.searchsorted(self.rows_before, r, side="right")) - 1
+            i, k = int(self.clips[c]), r - int(self.rows_before[c])
+            labels[row] = self.cache.segment_labels(i)[k]
+            length = int(self.cache.lengths[i])
+            start = k * self.hop + int(rng.integers(-self.slack, self.slack + 1))
+            start = min(max(0, start), max(0, length - SEGMENT_SAMPLES))
+            piece = self.cache.clip_float(i, start, min(SEGMENT_SAMPLES, length - start))
+            student[row, :len(piece)] = piece
+        return student, labels
 
 
 def draw_speed(rng: np.random.Generator, a: Augment) -> float:

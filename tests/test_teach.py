@@ -301,6 +301,57 @@ def test_validation_scores_a_clip_against_the_teacher_on_the_same_segments(taugh
                            c.labels[longer])  # not the whole clip's label
 
 
+def test_a_denser_grid_holds_the_default_one_and_trains_on_views_labelled_ahead(taught_both, prepared, tmp_path,
+                                                                                 capsys):
+    dense = _copy(prepared, tmp_path / "dense")
+    assert main(["teach", "--data", str(dense), "--teacher", "both", "--labels-per-segment", "3"]) == 0
+    c, default = Cache(dense), Cache(taught_both)
+    hop = SEG // 3
+    assert c.segment_hop == hop and default.segment_hop == SEG and 0 < c.crop_slack == teach.CROP_SLACK
+    for i in range(len(c)):
+        rows = c.segment_labels(i)
+        assert len(rows) == max(1, (int(c.lengths[i]) - SEG) // hop + 1)
+        np.testing.assert_allclose(rows[::3], default.segment_labels(i), atol=2e-5)  # the same patches
+    three = c.segment_labels(c.paths.index("music/three.flac"))
+    assert np.abs(np.diff(three, axis=0)).max() > 1e-3  # the windows between are windows of their own
+
+    # --teacher labels trains on it (and needs the labels: an untaught cache is one clear error)
+    common = ["--width", "0.125", "--epochs", "1", "--batch-size", "3", "--epoch-steps", "2"]
+    assert main(["train", "--data", str(dense), "--out", str(tmp_path / "run"), "--teacher", "labels", *common]) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["train", "--data", str(prepared), "--out", str(tmp_path / "r2"), "--teacher", "labels",
+                 *common]) != 0
+    err = capsys.readouterr().err
+    assert "samplecnn teach" in err and "Traceback" not in err
+
+    # each view is a segment of the grid moved by at most the slack, with that segment's label; same step, same
+    # batch
+    run = Run(TrainConfig(data=str(dense), out=str(tmp_path / "run3"), width=0.125, teacher="labels",
+                          valid_segments=1))
+    x, y = run.views.batch(7, 6)
+    x2, y2 = run.views.batch(7, 6)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
+    assert not np.array_equal(x, run.views.batch(8, 6)[0])
+    train = [int(i) for i in run.train_idx]
+    for crop, label in zip(x, y):
+        found = [(i, k) for i in train for k, r in enumerate(c.segment_labels(i)) if np.array_equal(r, label)]
+        assert len(found) == 1
+        i, k = found[0]
+        audio_ = c.clip_float(i, 0, int(c.lengths[i]))
+        starts = [s for s in range(max(0, k * hop - c.crop_slack), k * hop + c.crop_slack + 1)
+                  if np.array_equal(np.pad(audio_[s:s + SEG], (0, max(0, SEG - len(audio_[s:s + SEG])))), crop)]
+        assert starts, "the crop is not inside its labelled window"
+
+    # validation on a dense cache scores the non-overlapping segments against their own rows
+    _, _, first = run.predict(run.valid_idx, max_segments=1)
+    _, _, whole = run.predict(run.valid_idx)
+    for row, i in enumerate(run.valid_idx):
+        np.testing.assert_allclose(first[row], c.segment_labels(int(i))[0], rtol=1e-6)
+        np.testing.assert_allclose(whole[row], c.segment_labels(int(i))[::3].mean(axis=0), rtol=1e-6)
+
+
 def test_tag_statistics():
     rows = np.array([[0.9, 0.1, 0.3] + [0.0] * 7, [0.1, 0.5, 0.2] + [0.0] * 7], np.float32)
     stats = teach.tag_statistics(rows, [f"t{j}" for j in range(10)])

@@ -14,8 +14,9 @@ Layout of a cache folder (format version 1):
 
 Optional teacher labels, written by `samplecnn teach` (teach.py) at the student's segment resolution:
 
-    teacher/segment_labels.npy   float32 (S, T): one row per 59049-sample grid segment (start k * 59049,
-                                 k < max(1, length // 59049)), columns in tags.json order
+    teacher/segment_labels.npy   float32 (S, T): one row per 59049-sample grid segment (start k * hop,
+                                 k < max(1, (length - 59049) // hop + 1)), columns in tags.json order; hop is
+                                 meta.json's segment_hop (59049 where it is absent: non-overlapping segments)
     teacher/segment_offsets.npy  int64 (N + 1,): clip i's segments are rows offsets[i]:offsets[i + 1]
                                  (none for a file the teacher could not read)
     teacher/meta.json            written last: teacher(s), counts, and the cache it belongs to (`cache_id`, a hash
@@ -37,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SampleCNNError
+from ..segments import SEGMENT_SAMPLES
 
 __all__ = ["Cache", "FORMAT", "VERSION", "SCALE", "DTYPE", "SPLITS", "INCOMPLETE", "cache_id"]
 
@@ -173,10 +175,22 @@ class Cache:
         """True when `samplecnn teach` labelled this cache's segments."""
         return self.teacher_meta is not None
 
+    @property
+    def segment_hop(self) -> int:
+        """Samples between the starts of consecutive teacher-labelled segments (one segment unless `samplecnn teach
+        --labels-per-segment` made the grid denser)."""
+        return int((self.teacher_meta or {}).get("segment_hop", SEGMENT_SAMPLES))
+
+    @property
+    def crop_slack(self) -> int:
+        """How many samples a training crop may move either way from its labelled segment and stay inside the
+        window the teacher heard (0 for labels written before teach recorded it)."""
+        return int((self.teacher_meta or {}).get("crop_slack", 0))
+
     def segment_labels(self, i: int) -> np.ndarray | None:
-        """(n_segments, T) float32 teacher labels of clip i's grid segments (row k: samples [k * 59049,
-        (k + 1) * 59049)), read-only from a memory map; None without teacher labels. n_segments is 0 for a file
-        the teacher could not read."""
+        """(n_segments, T) float32 teacher labels of clip i's grid segments (row k: samples [k * segment_hop,
+        k * segment_hop + 59049)), read-only from a memory map; None without teacher labels. n_segments is 0 for
+        a file the teacher could not read."""
         if self.teacher_meta is None:
             return None
         i = range(len(self.paths))[i]
