@@ -8,7 +8,8 @@ Rows:
   layout (conv1d, planar = height-1 Conv2d in channels-last memory), precision and batch size;
 - teacher: MTT_musicnn + MTT_vgg labelling 47,680-sample 16-kHz windows (samplecnn.teachers.ensemble);
 - distillation step: what `samplecnn train --teacher both --recipe cosine --amp bf16` runs per step, views from
-  CACHE (a prepared cache; skipped without --data).
+  CACHE (a prepared cache; skipped without --data); where CACHE has teacher labels (`samplecnn teach`), also the
+  step of `--teacher labels` (plain views labelled ahead: the data and the student's step, no teacher).
 
 Run it alone: two heavy jobs on two cores spoil every timing. The CPU's model and flags are printed first.
 """
@@ -73,10 +74,10 @@ def teacher_step(batch: int):
     return lambda: teacher.probabilities(windows)
 
 
-def distill_step(data: str, width: float, batch: int, amp: str = "bf16"):
+def distill_step(data: str, width: float, batch: int, amp: str = "bf16", teacher: str = "both"):
     from samplecnn.train import Run, TrainConfig
 
-    run = Run(TrainConfig(data=data, out=tempfile.mkdtemp(prefix="bench-train-"), recipe="cosine", teacher="both",
+    run = Run(TrainConfig(data=data, out=tempfile.mkdtemp(prefix="bench-train-"), recipe="cosine", teacher=teacher,
                           amp=amp, width=width, batch_size=batch, layout="planar"))
     counter = iter(range(10**9))
     return lambda: run.step(*run.batch(next(counter), 0))
@@ -110,6 +111,13 @@ def main() -> None:
                 precision = "bf16" if amp == "bf16" else "fp32"
                 print(f"| distillation step (views + teacher + student) | {width:g} | planar | {precision} | 16 | "
                       f"{rate:.1f} |", flush=True)
+        from samplecnn.data import Cache
+
+        if Cache(args.data).has_segment_labels:
+            for width in widths:
+                rate = timed(distill_step(args.data, width, 16, "bf16", teacher="labels"), 16, args.seconds)
+                print(f"| distillation step, views labelled ahead (`--teacher labels`) | {width:g} | planar | bf16 | "
+                      f"16 | {rate:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

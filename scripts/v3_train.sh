@@ -10,8 +10,11 @@ cd "$(dirname "$0")/.."
 OUT=runs/v3
 SAVED=checkpoints/v3
 # The recipe the 20-minute ablation chose (scripts/ablation.py, v3-game-plain): the teacher on clean views of the
-# game music at any offset, no augmentation, no MIDI renders or voices (each of those cost held-out accuracy there).
-args=(--data runs/game-cache --valid-data runs/valid-cache --out $OUT --recipe paper --teacher both --no-augment
+# game music, no augmentation, no MIDI renders or voices (each of those cost held-out accuracy there). Since
+# 2026-12-02 the teacher's labels of those views are computed ahead (scripts/v3_data.sh: a window every 0.89 s, the
+# crop anywhere inside it), so a step costs the student's alone (--teacher labels); the run with the teacher in
+# the step is runs/v3-views where that machine still has it.
+args=(--data runs/game-cache --valid-data runs/valid-cache --out $OUT --recipe paper --teacher labels
       --amp bf16 --batch-size 16 --ema 0.999 --valid-segments 12 --checkpoint-every 100 --epoch-steps 500)
 if [ "${1:-}" = save ]; then
   .venv/bin/samplecnn train "${args[@]}" --lr "$(cat $OUT/start-lr)" --resume --export-best
@@ -56,7 +59,7 @@ fi
 if [ -f $OUT/last.pt ]; then
   start=(--resume --lr "$(cat $OUT/start-lr)")
 elif [ -f $SAVED/model.safetensors ]; then
-  mkdir -p $OUT && cp $SAVED/lr $OUT/start-lr
+  mkdir -p $OUT && { [ -f $OUT/start-lr ] || cp $SAVED/lr $OUT/start-lr; }  # a start-lr written by hand wins
   start=(--init $SAVED/model.safetensors --lr "$(cat $OUT/start-lr)")
 else
   mkdir -p $OUT && echo 0.002 > $OUT/start-lr
