@@ -14,7 +14,8 @@ grid where `samplecnn teach` wrote one) with its label. With `--teacher`, every 
 (samplecnn.views) labelled by the musicnn teacher inside the step (consistent teaching); an epoch is then
 `--epoch-steps` steps. `--teacher labels` is the same without augmentation at the student's cost alone: plain views
 drawn like the teacher's, each labelled by the teacher window that contains it, computed ahead by `samplecnn teach`
-(`--labels-per-segment 3` for a denser grid of windows). The loss is BCE against the teacher's probabilities or MSE between the logits (`--loss`).
+(`--labels-per-segment 3` for a denser grid of windows). The loss is BCE against the teacher's probabilities or MSE
+between the logits (`--loss`).
 
 Crops, views and the data order depend only on (seed, epoch or step, row), and the checkpoint holds the model, its
 moving average, optimizer, stage, position in the epoch and the torch RNG (dropout), so `--resume` after an
@@ -201,6 +202,9 @@ class Run:
                                      voices=voices)
         self.crop_augment = None
         if cfg.augment_crops:
+            if cfg.teacher == "labels":
+                raise SampleCNNError("--augment-crops is for label training without a teacher: views labelled ahead "
+                                     "are plain (augmented audio needs the teacher in the step, --teacher both)")
             if cfg.teacher != "none":
                 raise SampleCNNError("--augment-crops is for label training; with --teacher the views are "
                                      "augmented already (--no-augment turns that off)")
