@@ -34,6 +34,7 @@ V2 = dict(recipe="paper", amp="bf16", batch_size=16, epoch_repeats=8, valid_segm
 ALL = dict(V2, recipe="cosine", teacher="both", loss="logit-mse")
 VOICES, MUSIC_ONLY = "<--voices>", "<--music-only-data>"  # filled in from the command line
 V3 = dict(V2, teacher="both", voices=VOICES, lr=0.002, ema=0.999, init="default", epoch_steps=300)
+WIDTH = dict(V2, recipe="cosine", teacher="labels", data=MUSIC_ONLY)
 RUNS = {  # name -> (what changes, options); "init" continues from the bundled default where the width allows
     "v2": ("v2's recipe, continued", dict(V2, init="default")),
     "views": ("+ consistent teaching (online teacher on augmented views)", dict(V2, teacher="both", init="default")),
@@ -50,6 +51,11 @@ RUNS = {  # name -> (what changes, options); "init" continues from the bundled d
                       dict(V3, data=MUSIC_ONLY, voices=None, augment=False)),
     "v3-logit": ("v3 + logit MSE loss", dict(V3, loss="logit-mse")),
     "v3-nodrop": ("v3 without dropout before the head", dict(V3, dropout=0.0)),
+    # the width pair at equal compute, both from scratch on the long run's data (the game music's views labelled
+    # ahead, so that a step costs the student alone and a narrower one gets proportionally more steps), each on a
+    # cosine schedule planned to end with the budget
+    "w1": ("width 1.0 from scratch: game-music views labelled ahead, AdamW cosine, EMA", WIDTH),
+    "w0.5": ("width 0.5 from scratch (1/4 of the FLOPs per segment), otherwise w1", dict(WIDTH, width=0.5)),
 }
 TAG_COLUMNS = ("guitar", "synth", "piano", "electronic", "drums")
 EPOCH_STEPS = 150  # steps between validations for runs with an online teacher (~ an epoch of v2's recipe)
