@@ -242,6 +242,8 @@ def _corpus_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--debs", metavar="DIR", help="take planetblupi-music-midi's .deb from DIR instead of downloading")
     q.add_argument("--redo", action="store_true", help="render again what an earlier run already rendered")
     q.add_argument("--force", dest="redo", action="store_true", help=argparse.SUPPRESS)  # as in corpus debian
+    q.add_argument("--solo", action="store_true",
+                   help="every render is one part alone: the drum kit (35 %%) or one instrument; give it its own --out")
     q.add_argument("--eval-instruments", action="store_true",
                    help="instead: the instrument evaluation set through csound-soundfont (never for training)")
     q.add_argument("--clips", type=int, default=9, help="with --eval-instruments: clips per instrument "
@@ -302,7 +304,7 @@ def _cmd_corpus_midi(args: argparse.Namespace) -> int:
     sources = [n.strip() for n in args.sources.split(",") if n.strip()]
     summary = build(args.out, hours=args.hours, seed=args.seed, terms=args.terms, sources=sources,
                     max_seconds=args.max_seconds, min_seconds=args.min_seconds, debs=args.debs, force=args.redo,
-                    progress=sys.stderr.isatty())
+                    progress=sys.stderr.isatty(), solo=args.solo)
     print()
     for line in summary.lines():
         print(line)

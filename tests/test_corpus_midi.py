@@ -105,6 +105,27 @@ def test_programs_are_drawn_and_recorded(built):
     assert 0.15 < kinds.count("added") / len(kinds) < 0.45
 
 
+def test_solo_renders_are_one_part_alone(tmp_path):
+    # a two-part piece without drums: a solo keeps one melodic part, or a drum part on its beat grid alone
+    tune = Part("tune", [(i * 0.5, i * 0.5 + 0.4, 60 + i % 12, 90) for i in range(16)])
+    bass = Part("bass", [(i * 1.0, i * 1.0 + 0.9, 40 + i % 5, 80) for i in range(8)])
+    piece = Piece([tune, bass], np.arange(0, 8, 0.5), 4)
+    solos = [arrange.solo(piece, midi.rng_for(0, f"s{i}")) for i in range(200)]
+    assert all(len(s.piece.parts) == len(s.voices) == 1 for s in solos)
+    drum_solos = [s for s in solos if s.drums == "solo"]
+    assert all(s.piece.parts[0].is_drum and s.voices[0].is_drum for s in drum_solos)
+    assert 0.2 < len(drum_solos) / len(solos) < 0.5
+    picked = {s.piece.parts[0].name for s in solos if s.drums != "solo"}
+    assert picked == {"tune", "bass"}
+    # rendered for real: ids and files of their own, beside nothing of an ensemble corpus
+    summary = _build(tmp_path / "solo", solo=True)
+    assert summary.rows and all(r["path"].endswith("-solo.flac") for r in summary.rows)
+    for r in summary.rows:
+        assert len(r["programs"].split(";")) == 1 or r["drums"] == "solo"
+        assert (r["drums"] == "solo") == r["programs"].startswith("drums:")
+        assert probe(tmp_path / "solo" / r["path"]).duration <= MAX + 0.01
+
+
 def test_durations_are_capped_and_files_are_22050_hz_mono_flac(built):
     out, summary = built
     for r in summary.rows:

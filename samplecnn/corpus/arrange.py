@@ -1,4 +1,5 @@
-"""From a Piece to what FluidSynth plays: a program per part, a drum kit, maybe an added drum part, gains.
+"""From a Piece to what FluidSynth plays: a program per part, a drum kit, maybe an added drum part, gains; or, for
+a solo render, one of those parts alone (a drum kit, or one instrument).
 
 Every draw comes from one generator seeded by (--seed, the render's id), so a render is the same whichever run,
 order or machine makes it, and two variants of one work sound different.
@@ -14,9 +15,10 @@ from . import drums, programs
 from .piece import Part, Piece
 from .render import Voice
 
-__all__ = ["DRUM_SHARE", "Arrangement", "arrange", "describe"]
+__all__ = ["DRUM_SHARE", "SOLO_DRUM_SHARE", "Arrangement", "arrange", "solo", "describe"]
 
-DRUM_SHARE = 0.3   # share of drumless pieces that get a drum part
+DRUM_SHARE = 0.3        # share of drumless pieces that get a drum part
+SOLO_DRUM_SHARE = 0.35  # share of solo renders that are the drum kit alone
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,25 @@ def arrange(piece: Piece, rng: np.random.Generator, drum_share: float = DRUM_SHA
     out = Piece(parts, piece.beats, piece.beats_per_bar)
     return Arrangement(out, [voices[i] for i in range(len(parts))],
                        "added" if added else "original" if has_drums else "")
+
+
+def solo(piece: Piece, rng: np.random.Generator, drum_share: float = SOLO_DRUM_SHARE) -> Arrangement:
+    """One part of the piece's arrangement alone: the drums (the piece's own, else a part played on its beat grid)
+    in `drum_share` of the draws, else one melodic part. The evaluation sets and many users' files are exposed
+    instruments (a drum break, a guitar chord), which ensemble renders and game music seldom are."""
+    want_drums = rng.random() < drum_share
+    full = arrange(piece, rng, drum_share=1.0 if want_drums else 0.0)
+    parts = full.piece.parts
+    drum = [i for i, p in enumerate(parts) if p.is_drum]
+    melodic = [i for i, p in enumerate(parts) if not p.is_drum and p.notes]
+    if want_drums and drum:
+        keep = drum
+    elif melodic:
+        keep = [melodic[int(rng.integers(0, len(melodic)))]]
+    else:
+        keep = drum
+    return Arrangement(Piece([parts[i] for i in keep], piece.beats, piece.beats_per_bar),
+                       [full.voices[i] for i in keep], "solo" if keep == drum and drum else "")
 
 
 def describe(voices: list[Voice]) -> tuple[str, str]:

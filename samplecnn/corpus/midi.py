@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -64,6 +64,7 @@ class Item:
     variant: int
     load: Callable[[], Piece]
     soundfont: soundfonts.Soundfont | None = None   # fixed, or None: drawn
+    solo: bool = False                              # one part alone (arrange.solo)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def _render_item(out: Path, item: Item, seed: int, max_seconds: float, min_secon
     excluded = {"package": item.package, "original_path": item.original_path, "variant": item.variant}
     if not piece.parts:
         return {"excluded": {**excluded, "reason": "no notes", "detail": ""}}
-    arr = arranging.arrange(piece, rng)
+    arr = (arranging.solo if item.solo else arranging.arrange)(piece, rng)
     audio = render.render(arr.piece, arr.voices, sf)
     if render.is_silent(audio):
         return {"excluded": {**excluded, "reason": "silent", "detail": sf.package}}
@@ -197,10 +198,11 @@ def _refuse_other_manifest(path: Path) -> None:
 def build(out: str | os.PathLike, hours: float = 10.0, seed: int = 0, terms: str = "free",
           sources: tuple[str, ...] | list[str] = SOURCES, max_seconds: float = 180.0, min_seconds: float = 10.0,
           debs: str | os.PathLike | None = None, force: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print, items: Iterator[Item] | None = None) -> Summary:
+          log: Callable[[str], None] = print, items: Iterator[Item] | None = None, solo: bool = False) -> Summary:
     """Render until `hours` of audio are in DIR (or the sources run out), reusing finished renders; returns the
-    summary. `items` replaces the planned sources (tests). A source that cannot be read is one failure line, and
-    the run goes on."""
+    summary. `items` replaces the planned sources (tests). With `solo`, every render is one part of its piece alone
+    (arrange.solo), under ids and file names of its own, so a solo corpus never reuses an ensemble render's draws.
+    A source that cannot be read is one failure line, and the run goes on."""
     from tqdm import tqdm
 
     if not hours > 0:
@@ -220,6 +222,9 @@ def build(out: str | os.PathLike, hours: float = 10.0, seed: int = 0, terms: str
         shutil.rmtree(stale, ignore_errors=True)
     say = tqdm.write if progress else log
     plan = items if items is not None else _plan(out, tuple(sources), terms, seed, debs, force, say)
+    if solo:
+        plan = (replace(i, id=f"solo/{i.id}", path=i.path.removesuffix(".flac") + "-solo.flac", solo=True)
+                for i in plan)
     summary = Summary([], [])
     budget = hours * 3600
     done = 0.0
