@@ -18,9 +18,9 @@ SAVED=checkpoints/v3
 # moved it again from the same weights (0.1592 after 2,000 steps), so the run continues with Adam (runs/v3-sgd: SGD).
 # On 2026-12-03 a fresh Adam at 3e-5 from the best of the 1e-4 run moved it once more (validation loss 0.1586 ->
 # 0.1554 in 7,000 steps, then flat; runs/v3-adam3e-5). Since then the run anneals: AdamW from those weights, a
-# 500-step warm-up to that rate and a cosine decay to zero at the planned last step (the `cosine` recipe, 25 epochs
+# 500-step warm-up to that rate and a cosine decay to zero at the planned last step (the `cosine` recipe, 28 epochs
 # of 500 steps, ~2 h here). checkpoints/v3/lr holds the peak rate, where the next machine continues.
-args=(--data runs/game-cache --valid-data runs/valid-cache --out $OUT --recipe cosine --epochs 25 --teacher labels
+args=(--data runs/game-cache --valid-data runs/valid-cache --out $OUT --recipe cosine --epochs 28 --teacher labels
       --amp bf16 --batch-size 16 --ema 0.999 --valid-segments 12 --checkpoint-every 100 --epoch-steps 500)
 if [ "${1:-}" = save ]; then
   .venv/bin/samplecnn train "${args[@]}" --lr "$(cat $OUT/start-lr)" --resume --export-best
