@@ -142,10 +142,11 @@ class LabelledCrops:
     three times as many distinct windows. Deterministic from (seed, step, row), as views are.
     """
 
-    def __init__(self, cache: Cache, clips: np.ndarray, seed: int):
+    def __init__(self, cache: Cache, clips: np.ndarray, seed: int, stream: int = 0):
         if not cache.has_segment_labels:
             raise ValueError("the cache has no teacher labels (samplecnn teach)")
         self.cache, self.seed = cache, seed
+        self.key = [seed] if stream == 0 else [seed, stream]  # a second source draws from a stream of its own
         self.clips = np.array([i for i in np.asarray(clips) if len(cache.segment_labels(int(i)))], dtype=np.int64)
         if len(self.clips) == 0:
             raise ValueError("no training clip has teacher labels")
@@ -154,20 +155,42 @@ class LabelledCrops:
 
     def batch(self, step: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """(size, 59049) float32 crops at 22050 Hz and their (size, T) float32 teacher labels."""
-        student = np.zeros((size, SEGMENT_SAMPLES), dtype=np.float32)
-        labels = np.empty((size, len(self.cache.tags)), dtype=np.float32)
-        for row in range(size):
-            rng = np.random.default_rng([self.seed, step, row])
-            r = int(rng.integers(0, self.rows_before[-1]))
-            c = int(np.searchsorted(self.rows_before, r, side="right")) - 1
-            i, k = int(self.clips[c]), r - int(self.rows_before[c])
-            labels[row] = self.cache.segment_labels(i)[k]
-            length = int(self.cache.lengths[i])
-            start = k * self.hop + int(rng.integers(-self.slack, self.slack + 1))
-            start = min(max(0, start), max(0, length - SEGMENT_SAMPLES))
-            piece = self.cache.clip_float(i, start, min(SEGMENT_SAMPLES, length - start))
-            student[row, :len(piece)] = piece
-        return student, labels
+        return _stack([self.crop(step, row) for row in range(size)])
+
+    def crop(self, step: int, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row `row` of step `step`'s batch: a (59049,) crop, zero-padded past a clip's end, and its label."""
+        rng = np.random.default_rng([*self.key, step, row])
+        r = int(rng.integers(0, self.rows_before[-1]))
+        c = int(np.searchsorted(self.rows_before, r, side="right")) - 1
+        i, k = int(self.clips[c]), r - int(self.rows_before[c])
+        length = int(self.cache.lengths[i])
+        start = k * self.hop + int(rng.integers(-self.slack, self.slack + 1))
+        start = min(max(0, start), max(0, length - SEGMENT_SAMPLES))
+        student = np.zeros(SEGMENT_SAMPLES, dtype=np.float32)
+        piece = self.cache.clip_float(i, start, min(SEGMENT_SAMPLES, length - start))
+        student[:len(piece)] = piece
+        return student, self.cache.segment_labels(i)[k].astype(np.float32)
+
+
+class MixedCrops:
+    """LabelledCrops from two taught caches: each row of a batch comes from `extra` with probability `share`
+    (drawn from its own generator), else from `main`, so the rows from `main` are the very crops a run without
+    `extra` would have drawn. For a smaller corpus of another kind (solo renders) beside the main music."""
+
+    def __init__(self, main: LabelledCrops, extra: LabelledCrops, share: float, seed: int):
+        if list(extra.cache.tags) != list(main.cache.tags):
+            raise ValueError("the extra cache has other tags than the main one (or another order)")
+        self.main, self.extra, self.share, self.seed = main, extra, share, seed
+        self.cache = main.cache
+
+    def batch(self, step: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """As LabelledCrops.batch."""
+        picks = np.random.default_rng([self.seed, step, 1]).random(size) < self.share
+        return _stack([(self.extra if pick else self.main).crop(step, row) for row, pick in enumerate(picks)])
+
+
+def _stack(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([x for x, _ in rows]), np.stack([y for _, y in rows])
 
 
 def draw_speed(rng: np.random.Generator, a: Augment) -> float:

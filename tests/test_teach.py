@@ -352,6 +352,43 @@ def test_a_denser_grid_holds_the_default_one_and_trains_on_views_labelled_ahead(
         np.testing.assert_allclose(whole[row], c.segment_labels(int(i))[::3].mean(axis=0), rtol=1e-6)
 
 
+def test_extra_data_mixes_a_second_taught_cache_into_a_share_of_the_rows(taught_both, prepared, tmp_path, capsys):
+    # a run with --extra-data draws a share of its rows from the second cache; every other row is the very crop of
+    # the run without it, so the main music's views stay as they were
+    plain = Run(TrainConfig(data=str(taught_both), out=str(tmp_path / "plain"), width=0.125, teacher="labels",
+                            valid_segments=1))
+    mixed = Run(TrainConfig(data=str(taught_both), out=str(tmp_path / "mixed"), width=0.125, teacher="labels",
+                            valid_segments=1, extra_data=str(taught_both), extra_share=0.5))
+    extra = Cache(taught_both)
+    train = [int(i) for i in extra.indices("train")]
+    extra_rows = 0
+    for step in range(6):
+        x, y = mixed.views.batch(step, 8)
+        x0, y0 = plain.views.batch(step, 8)
+        again = mixed.views.batch(step, 8)
+        np.testing.assert_array_equal(x, again[0])
+        np.testing.assert_array_equal(y, again[1])
+        assert x.shape == x0.shape and y.dtype == np.float32
+        for row in range(8):
+            if np.array_equal(x[row], x0[row]):
+                np.testing.assert_array_equal(y[row], y0[row])
+                continue
+            extra_rows += 1
+            assert any(np.array_equal(y[row], r) for i in train for r in extra.segment_labels(i))
+    assert 8 <= extra_rows <= 40  # about half of 48 rows (the two sources can coincide on a row)
+    # a cache without teacher labels is one clear error, as are other options
+    common = ["--width", "0.125", "--epochs", "1", "--batch-size", "3", "--epoch-steps", "2", "--teacher", "labels"]
+    for extra_args, words in ((["--extra-data", str(prepared)], "samplecnn teach"),
+                              (["--extra-data", str(taught_both), "--extra-share", "1.5"], "--extra-share")):
+        capsys.readouterr()
+        assert main(["train", "--data", str(taught_both), "--out", str(tmp_path / "bad"), *common, *extra_args]) != 0
+        err = capsys.readouterr().err
+        assert words in err and "Traceback" not in err
+    assert main(["train", "--data", str(taught_both), "--out", str(tmp_path / "run"), *common, "--extra-data",
+                 str(taught_both)]) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
 def test_tag_statistics():
     rows = np.array([[0.9, 0.1, 0.3] + [0.0] * 7, [0.1, 0.5, 0.2] + [0.0] * 7], np.float32)
     stats = teach.tag_statistics(rows, [f"t{j}" for j in range(10)])
