@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the v3 long run's data under runs/ (about 35 minutes on 2 cores): the Debian corpus, 10 h of MIDI renders,
-# the csound-soundfont instrument set, the voices, their teacher tables and the training/validation caches.
+# Build the v3 long run's data under runs/ (about 50 minutes on 2 cores): the Debian corpus, 10 h of MIDI renders,
+# 4 h of solo renders, the csound-soundfont instrument set, the voices, their teacher tables and the training/validation caches.
 # Each step is skipped when its output exists, so a rerun after an interruption does only what is left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ mkdir -p $R
 [ -f $R/corpus/manifest.csv ] || $S corpus debian --out $R/corpus
 command -v fluidsynth >/dev/null || bash scripts/install-fluidsynth.sh
 [ -f $R/corpus/midi/manifest.csv ] || $S corpus midi --out $R/corpus/midi --hours 10
-[ -f $R/eval-instruments/manifest.csv ] || $S corpus midi --out $R/eval-instruments --eval-instruments
+[ -f $R/eval-instruments/labels.csv ] || $S corpus midi --out $R/eval-instruments --eval-instruments
 [ -f $R/corpus-labels.csv ] || $S teach --make-table $R/corpus/manifest.csv $R/corpus/midi/manifest.csv \
     $R/corpus-labels.csv
 [ -f $R/corpus-cache/index.csv ] || $S prepare folder --audio $R/corpus --labels $R/corpus-labels.csv \
@@ -56,6 +56,13 @@ fi
 # Its teacher labels, one window every third of a segment (0.89 s; ~78,000 windows, 25 min on 2 cores; resumable):
 # the long run's views labelled ahead, so that a training step costs the student's work alone.
 [ -f $R/game-cache/teacher/meta.json ] || $S teach --data $R/game-cache --teacher both --workers 2 --labels-per-segment 3
+# Solo renders (one part alone: a drum kit or one instrument; 4 h) with their own labels ahead: `train --extra-data`
+# mixes them into a share of the long run's rows, for the exposed instruments that game music seldom has.
+[ -f $R/corpus/midi-solo/manifest.csv ] || $S corpus midi --solo --out $R/corpus/midi-solo --hours 4
+[ -f $R/solo-labels.csv ] || $S teach --make-table $R/corpus/midi-solo/manifest.csv $R/solo-labels.csv
+[ -f $R/solo-cache/index.csv ] || $S prepare folder --audio $R/corpus/midi-solo --labels $R/solo-labels.csv \
+    --split-column split --out $R/solo-cache --workers 2
+[ -f $R/solo-cache/teacher/meta.json ] || $S teach --data $R/solo-cache --teacher both --workers 2 --labels-per-segment 3
 [ -f $R/voices/manifest.csv ] || $S corpus voices --out $R/voices
 [ -f $R/voices-labels.csv ] || $S teach --make-table $R/voices/manifest.csv $R/voices-labels.csv
 [ -f $R/voices-cache/index.csv ] || $S prepare folder --audio $R/voices --labels $R/voices-labels.csv \
