@@ -57,28 +57,77 @@ def quantize(checkpoint_path: str | os.PathLike, calibration: Iterable[np.ndarra
         raise SampleCNNError(_MISSING) from None
     from .onnx_export import INPUT, export
 
-    class Segments(CalibrationDataReader):
-        def __init__(self):
-            self.items = ({INPUT: np.asarray(s, np.float32)[None, None, :]} for s in calibration)
-
-        def get_next(self):
-            return next(self.items, None)
-
+    calibration = [np.asarray(s, np.float32) for s in calibration]
+    if not calibration:
+        raise SampleCNNError("no calibration music: int8 needs segments of real music")
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export(checkpoint_path, Path(tmp) / "fp32.onnx")
-        layers = [n.name for n in onnx.load(fp32).graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
-        keep_fp32 = layers[:1] + layers[-2:]  # the first conv; the head conv and the classifier
+        graph = onnx.load(fp32).graph
+        ranges = tensor_ranges(fp32, calibration)
+        layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+        # fp32: the first conv (one input channel: nothing to gain), the head conv and the classifier (a tiny share
+        # of the work, and where every error lands in the scores), and the sigmoid after it, or the logits and
+        # the probabilities themselves would be rounded to 8 bits and clipped to the calibration music's range
+        keep_fp32 = layers[:1] + layers[-2:] + [n.name for n in graph.node if n.op_type == "Sigmoid"]
+
+        class OneSegment(CalibrationDataReader):
+            """The quantiser wants a data reader; the ranges it would measure are all overridden below."""
+
+            def __init__(self):
+                self.items = iter([{INPUT: calibration[0][None, None, :]}])
+
+            def get_next(self):
+                return next(self.items, None)
+
+        overrides = {name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for name, (lo, hi) in ranges.items()}
         level = logging.getLogger().level
         logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process the model, per call
         try:
             with atomic_path(out, overwrite=overwrite) as dest:
-                quantize_static(str(fp32), str(dest), Segments(), quant_format=QuantFormat.QDQ, per_channel=True,
+                quantize_static(str(fp32), str(dest), OneSegment(), quant_format=QuantFormat.QDQ, per_channel=True,
                                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                nodes_to_exclude=keep_fp32,
-                                extra_options={"CalibMaxIntermediateOutputs": 16})  # bounds its memory
+                                nodes_to_exclude=keep_fp32, extra_options={"TensorQuantOverrides": overrides})
         finally:
             logging.getLogger().setLevel(level)
     return Path(out)
+
+
+def tensor_ranges(onnx_path: str | os.PathLike, calibration: Iterable[np.ndarray], batch: int = 8
+                  ) -> dict[str, tuple[float, float]]:
+    """(min, max) of every float tensor the model computes, over all of `calibration`, a batch at a time.
+
+    Why not ONNX Runtime's own calibrator: it either holds every tensor of every segment in memory (gigabytes for a
+    few hundred segments of this model) or, when told to bound that, discards each full chunk without measuring it
+    (onnxruntime 1.32), so the ranges came from the last few segments alone and louder music clipped."""
+    import onnx
+    from onnx import helper
+
+    from .onnx_export import INPUT
+
+    model = onnx.load(onnx_path)
+    known = {o.name for o in model.graph.output}
+    names = [o for n in model.graph.node for o in n.output if o]
+    model.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in names if o not in known)
+    session = _ort().InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ranges: dict[str, tuple[float, float]] = {}
+    rows = []
+
+    def measure():
+        values = session.run(names, {INPUT: np.stack(rows)[:, None, :]})
+        for name, v in zip(names, values):
+            if v.dtype.kind == "f" and v.size:
+                lo, hi = float(v.min()), float(v.max())
+                old = ranges.get(name)
+                ranges[name] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        rows.clear()
+
+    for segment in calibration:
+        rows.append(np.asarray(segment, np.float32))
+        if len(rows) == batch:
+            measure()
+    if rows:
+        measure()
+    return ranges
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -414,3 +414,32 @@ def test_decoding_ahead_by_default_only_with_a_spare_core(monkeypatch, ckpt_path
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert samplecnn.load(ckpt_path).prefetch_blocks == expected
     assert Tagger(*checkpoint.read(ckpt_path), prefetch_blocks=1).prefetch_blocks == 1
+
+
+def test_int8_ranges_come_from_every_calibration_segment_and_the_scores_stay_fp32(tmp_path):
+    """The loudest segment comes first among 32 (a multiple of the chunks ONNX Runtime's own calibrator discards
+    unmeasured): its range must still set the scale, and the logits and probabilities must not be rounded to 8
+    bits (they would clip at the calibration music's highest score)."""
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    from samplecnn import int8
+    from samplecnn.onnx_export import export
+
+    ckpt = write_checkpoint(tmp_path / "m.safetensors")
+    quiet = music_like(32 * SEG / SR, seed=11) * 0.05
+    segments = [quiet[i * SEG:(i + 1) * SEG] for i in range(32)]
+    segments[0] = segments[0] * 20
+    fp32 = export(ckpt, tmp_path / "fp32.onnx")
+    loud = int8.tensor_ranges(fp32, segments[:1])
+    rest = int8.tensor_ranges(fp32, segments[1:])
+    stem = next(n.output[0] for n in onnx.load(fp32).graph.node if n.op_type == "Relu")
+    assert loud[stem][1] > 5 * rest[stem][1]  # the loud segment alone sets this tensor's range
+    graph = onnx.load(int8.quantize(ckpt, segments, tmp_path / "m.int8.onnx")).graph
+    scales = {i.name: float(numpy_helper.to_array(i)) for i in graph.initializer if i.name == f"{stem}_scale"}
+    assert scales[f"{stem}_scale"] * 255 == pytest.approx(loud[stem][1], rel=1e-3)
+    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    sigmoid = next(n for n in graph.node if n.op_type == "Sigmoid")
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    assert "probabilities" in sigmoid.output and not quantized & {gemm.output[0], sigmoid.output[0]}
