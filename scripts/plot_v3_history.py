@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--history", default="checkpoints/v3/history.jsonl", type=Path)
     parser.add_argument("--out", default="docs/v3-long-run.png", type=Path)
     parser.add_argument("--names", default="SGD 0.002, teacher in the step;SGD 0.0004, labels ahead;"
-                        "Adam 1e-4, labels ahead;Adam 3e-5, labels ahead",
+                        "Adam 1e-4, labels ahead;Adam 3e-5, labels ahead;AdamW cosine 3e-5;+ solo renders, 1e-5",
                         help="';'-separated phase names, one per run in order (a run beyond them: its rate)")
     args = parser.parse_args()
 

@@ -6,8 +6,9 @@
 #   plain  the long run's recipe: clean views of the game music, labels computed ahead
 #   solo   + the solo renders (one part alone: a drum kit or one instrument) in a share of each batch's rows, for
 #          the exposed instruments, the drum break and the loops that game music seldom has
-#   aug    the teacher in the step on augmented views (speed, mixing, filters, gain); a step costs 1.6x one with
-#          labels ahead (the long run measured 1.6 against 2.6 steps/s), so it gets 1/1.6 of the steps
+#   aug    the teacher in the step on augmented views (speed, mixing, filters, gain), at 1/1.6 of the steps (a step
+#          cost 1.6x one with labels ahead on an earlier machine; 1.8x on the AMD EPYC of 2026-12-03, where aug thus
+#          had 29 % more compute than the others: compare its compute_minutes)
 # About 3 x 19 + 3 x 3 minutes on 2 cores; run it alone. Each run resumes where it stopped and a finished one is not
 # run again.
 #   scripts/v3_next_ablation.sh [INIT] [OUT]   (default: checkpoints/v3/model.safetensors, runs/ablation-next)

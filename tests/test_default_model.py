@@ -49,11 +49,11 @@ def test_drum_loops_get_drums(tagger):
 
 
 def test_a_guitar_loop_gets_guitar(tagger):
-    # a solo guitar chord: the student hears its mood first (measured: slow, ambient, quiet, classical, piano,
-    # strings, soft, then guitar 8th at 0.14, under its threshold of 0.15; the teacher: slow, guitar, quiet, ambient)
+    # a solo guitar chord: the student hears its mood first (measured: slow, ambient, quiet, then guitar 4th at
+    # 0.16, over its threshold; the teacher: slow, guitar, quiet, ambient)
     guitar = tagger.tag(DATA / "guit_em9.flac")
-    assert "guitar" in [t for t, _ in guitar.top(8)]
-    assert guitar.scores[guitar.tags.index("guitar")] > 2.5 * guitar.scores[guitar.tags.index("drums")]  # 0.14, 0.05
+    assert "guitar" in [t for t, _ in guitar.top(5)] and "guitar" in guitar.decisions
+    assert guitar.scores[guitar.tags.index("guitar")] > 2.5 * guitar.scores[guitar.tags.index("drums")]
     assert not VOCAL & set(guitar.decisions)
 
 
