@@ -63,7 +63,7 @@ def quantize(checkpoint_path: str | os.PathLike, calibration: Iterable[np.ndarra
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export(checkpoint_path, Path(tmp) / "fp32.onnx")
         graph = onnx.load(fp32).graph
-        ranges = tensor_ranges(fp32, calibration)
+        ranges = tensor_ranges(fp32, calibration)  # every float tensor: the quantiser measures none itself
         layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
         # fp32: the first conv (one input channel: nothing to gain), the head conv and the classifier (a tiny share
         # of the work, and where every error lands in the scores), and the sigmoid after it, or the logits and
