@@ -117,11 +117,11 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voices", metavar="CACHE",
                    help="with --teacher: mix voices from this cache (prepared from `samplecnn corpus voices`) over "
                         "30%% of the views, 6 dB below to 12 dB above the music")
-    p.add_argument("--extra-data", metavar="CACHE",
+    p.add_argument("--extra-data", metavar="CACHE", action="append", default=[],
                    help="with --teacher labels: also crops from this taught cache's train split (e.g. solo renders), "
-                        "in --extra-share of each batch's rows")
-    p.add_argument("--extra-share", type=float, default=0.25, metavar="P",
-                   help="share of the rows from --extra-data (default: %(default)s)")
+                        "in --extra-share of each batch's rows; repeat for several caches")
+    p.add_argument("--extra-share", type=float, action="append", default=[], metavar="P",
+                   help="share of the rows from each --extra-data, in the same order (default: 0.25 for one)")
     p.add_argument("--loss", choices=("bce", "logit-mse"), default="bce",
                    help="bce on the targets' probabilities, or MSE between logits (default: %(default)s)")
     p.add_argument("--epoch-steps", type=int, default=1000, metavar="N",
@@ -697,8 +697,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              resume=args.resume, device=args.device, width=args.width,
                              multi_level=args.multi_level, epoch_repeats=args.epoch_repeats,
                              valid_segments=args.valid_segments, teacher=args.teacher, augment=args.augment,
-                             loss=args.loss, voices=args.voices, extra_data=args.extra_data,
-                             extra_share=args.extra_share, epoch_steps=args.epoch_steps, ema=args.ema,
+                             loss=args.loss, voices=args.voices, extra_data=tuple(args.extra_data),
+                             extra_share=tuple(args.extra_share), epoch_steps=args.epoch_steps, ema=args.ema,
                              init=args.init, lr=args.lr, freeze=args.freeze, augment_crops=args.augment_crops,
                              layout=args.layout, export_best=args.export_best, valid_data=args.valid_data,
                              dropout=args.dropout))

@@ -102,8 +102,8 @@ class TrainConfig:
                                         # "labels": plain views labelled ahead by `samplecnn teach` (no teacher cost)
     augment: bool = True                # with a teacher: augmented views (speed, mix, filter, gain)
     voices: str | None = None           # with a teacher: a cache of voice recordings mixed over a share of the views
-    extra_data: str | None = None       # with teacher "labels": a second taught cache, crops from its train split
-    extra_share: float = 0.25           # ... in this share of a batch's rows
+    extra_data: tuple[str, ...] = ()    # with teacher "labels": more taught caches, crops from their train splits ...
+    extra_share: tuple[float, ...] = ()  # ... each in its share of a batch's rows (one share: 0.25 by default)
     loss: str = "bce"                   # "bce" on probabilities, or "logit-mse" (Ba & Caruana 2014)
     epoch_steps: int = 1000             # with a teacher: optimizer steps per epoch (validation, checkpoint)
     ema: float | None = None            # weight moving-average decay per step (default: the recipe's; 0 = off)
@@ -194,7 +194,7 @@ class Run:
                                      "first", cfg.data)
             self.views = LabelledCrops(self.cache, self.train_idx, cfg.seed)
             if cfg.extra_data:
-                self.views = self._mixed_with(cfg.extra_data)
+                self.views = self._mixed_with(cfg.extra_data, extra_shares(cfg))
         elif cfg.teacher != "none":
             from .teach import tag_columns, teacher_names
             from .teachers.ensemble import TeacherEnsemble
@@ -264,21 +264,23 @@ class Run:
         """What validation, the best weights and the export use: the moving average where there is one."""
         return self.ema if self.ema is not None else self.model
 
-    def _mixed_with(self, path: str):
-        """The labelled crops of --data and, in --extra-share of the rows, of this second taught cache."""
+    def _mixed_with(self, paths: tuple[str, ...], shares: tuple[float, ...]):
+        """The labelled crops of --data and, in each --extra-share of the rows, of each further taught cache."""
         from .views import LabelledCrops, MixedCrops
 
-        extra = Cache(path)
-        if not extra.has_segment_labels:
-            raise SampleCNNError("--extra-data needs the cache's teacher labels: run `samplecnn teach` on it first",
-                                 path)
-        if list(extra.tags) != list(self.cache.tags):
-            raise SampleCNNError("--extra-data has other tags than --data (or another order)", path)
-        try:
-            crops = LabelledCrops(extra, extra.indices("train"), self.cfg.seed, stream=1)
-        except ValueError as e:
-            raise SampleCNNError(f"--extra-data: {e}", path) from None
-        return MixedCrops(self.views, crops, self.cfg.extra_share, self.cfg.seed)
+        sources = []
+        for stream, path in enumerate(paths, start=1):
+            extra = Cache(path)
+            if not extra.has_segment_labels:
+                raise SampleCNNError("--extra-data needs the cache's teacher labels: run `samplecnn teach` on it "
+                                     "first", path)
+            if list(extra.tags) != list(self.cache.tags):
+                raise SampleCNNError("--extra-data has other tags than --data (or another order)", path)
+            try:
+                sources.append(LabelledCrops(extra, extra.indices("train"), self.cfg.seed, stream=stream))
+            except ValueError as e:
+                raise SampleCNNError(f"--extra-data: {e}", path) from None
+        return MixedCrops(self.views, sources, shares, self.cfg.seed)
 
     def _lr(self, stage: Stage) -> float:
         """The learning rate of the next step: the stage's, or warm-up + cosine over the planned steps."""
@@ -592,6 +594,14 @@ _FIXED = ("recipe", "lr", "teacher", "augment", "loss", "epoch_steps", "voices",
 _AMP = {"none": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def extra_shares(cfg: TrainConfig) -> tuple[float, ...]:
+    """One share of the batch rows per --extra-data cache: as given, or 0.25 for a single cache."""
+    shares = tuple(cfg.extra_share) or ((0.25,) if len(cfg.extra_data) == 1 else ())
+    if len(shares) != len(cfg.extra_data):
+        raise SampleCNNError(f"--extra-share: give one per --extra-data ({len(cfg.extra_data)}), got {len(shares)}")
+    return shares
+
+
 def recipe_with_lr(recipe: dict, lr: float | None) -> dict:
     """The recipe with every stage's rate scaled so that the first is `lr`: fine-tuning from a trained model wants
     a gentler start than training from scratch, with the same schedule after it."""
@@ -655,9 +665,11 @@ def train(cfg: TrainConfig) -> Path | None:
         raise SampleCNNError("--voices needs the teacher in the step (--teacher musicnn, vgg or both): it labels the "
                              "mixtures", cfg.voices)
     if cfg.extra_data and cfg.teacher != "labels":
-        raise SampleCNNError("--extra-data is for views labelled ahead (--teacher labels)", cfg.extra_data)
-    if not 0.0 < cfg.extra_share < 1.0:
-        raise SampleCNNError(f"--extra-share must be between 0 and 1, got {cfg.extra_share}")
+        raise SampleCNNError("--extra-data is for views labelled ahead (--teacher labels)", cfg.extra_data[0])
+    shares = extra_shares(cfg)
+    if any(not 0.0 < p < 1.0 for p in shares) or sum(shares) >= 1.0:
+        raise SampleCNNError(f"--extra-share must be between 0 and 1 and sum to less than 1, got "
+                             f"{', '.join(map(str, shares))}")
     if cfg.epoch_steps < 1 or (cfg.ema is not None and not 0.0 <= cfg.ema < 1.0):
         raise SampleCNNError("--epoch-steps must be >= 1 and --ema in [0, 1)")
     if cfg.amp not in (*_AMP, "auto"):

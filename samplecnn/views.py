@@ -173,20 +173,26 @@ class LabelledCrops:
 
 
 class MixedCrops:
-    """LabelledCrops from two taught caches: each row of a batch comes from `extra` with probability `share`
-    (drawn from its own generator), else from `main`, so the rows from `main` are the very crops a run without
-    `extra` would have drawn. For a smaller corpus of another kind (solo renders) beside the main music."""
+    """LabelledCrops from several taught caches: each row of a batch comes from `extras[j]` with probability
+    `shares[j]` (one uniform draw per row from a generator of its own), else from `main`, so the rows from `main` are
+    the very crops a run without the extras would have drawn, and a first extra draws the rows it drew alone. For
+    smaller corpora of other kinds (solo renders, ensemble renders) beside the main music."""
 
-    def __init__(self, main: LabelledCrops, extra: LabelledCrops, share: float, seed: int):
-        if list(extra.cache.tags) != list(main.cache.tags):
-            raise ValueError("the extra cache has other tags than the main one (or another order)")
-        self.main, self.extra, self.share, self.seed = main, extra, share, seed
+    def __init__(self, main: LabelledCrops, extras: list[LabelledCrops], shares: tuple[float, ...], seed: int):
+        if len(extras) != len(shares) or not extras:
+            raise ValueError("one share per extra cache")
+        if any(list(e.cache.tags) != list(main.cache.tags) for e in extras):
+            raise ValueError("an extra cache has other tags than the main one (or another order)")
+        self.main, self.extras, self.seed = main, list(extras), seed
+        self.bounds = np.cumsum(shares)
         self.cache = main.cache
 
     def batch(self, step: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         """As LabelledCrops.batch."""
-        picks = np.random.default_rng([self.seed, step, 1]).random(size) < self.share
-        return _stack([(self.extra if pick else self.main).crop(step, row) for row, pick in enumerate(picks)])
+        draws = np.random.default_rng([self.seed, step, 1]).random(size)
+        picks = np.searchsorted(self.bounds, draws, side="right")  # len(extras): the main cache
+        sources = [*self.extras, self.main]
+        return _stack([sources[pick].crop(step, row) for row, pick in enumerate(picks)])
 
 
 def _stack(rows: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -358,7 +358,7 @@ def test_extra_data_mixes_a_second_taught_cache_into_a_share_of_the_rows(taught_
     plain = Run(TrainConfig(data=str(taught_both), out=str(tmp_path / "plain"), width=0.125, teacher="labels",
                             valid_segments=1))
     mixed = Run(TrainConfig(data=str(taught_both), out=str(tmp_path / "mixed"), width=0.125, teacher="labels",
-                            valid_segments=1, extra_data=str(taught_both), extra_share=0.5))
+                            valid_segments=1, extra_data=(str(taught_both),), extra_share=(0.5,)))
     extra = Cache(taught_both)
     train = [int(i) for i in extra.indices("train")]
     extra_rows = 0
@@ -376,10 +376,27 @@ def test_extra_data_mixes_a_second_taught_cache_into_a_share_of_the_rows(taught_
             extra_rows += 1
             assert any(np.array_equal(y[row], r) for i in train for r in extra.segment_labels(i))
     assert 8 <= extra_rows <= 40  # about half of 48 rows (the two sources can coincide on a row)
+    # two extra caches: the first keeps the rows it drew alone at its share, the second fills the next share
+    one = Run(TrainConfig(data=str(taught_both), out=str(tmp_path / "one"), width=0.125, teacher="labels",
+                          valid_segments=1, extra_data=(str(taught_both),), extra_share=(0.25,)))
+    two = Run(TrainConfig(data=str(taught_both), out=str(tmp_path / "two"), width=0.125, teacher="labels",
+                          valid_segments=1, extra_data=(str(taught_both), str(taught_both)), extra_share=(0.25, 0.25)))
+    same_as_one = same_as_plain = 0
+    for step in range(6):
+        x1, x2, x0 = one.views.batch(step, 8)[0], two.views.batch(step, 8)[0], plain.views.batch(step, 8)[0]
+        for row in range(8):
+            if not np.array_equal(x1[row], x0[row]):  # the first extra's row in `one` ...
+                np.testing.assert_array_equal(x2[row], x1[row])  # ... is the first extra's row in `two`
+            same_as_one += np.array_equal(x2[row], x1[row])
+            same_as_plain += np.array_equal(x2[row], x0[row])
+    assert same_as_plain < same_as_one < 48  # `two` draws about a quarter of its rows from the second extra
     # a cache without teacher labels is one clear error, as are other options
     common = ["--width", "0.125", "--epochs", "1", "--batch-size", "3", "--epoch-steps", "2", "--teacher", "labels"]
     for extra_args, words in ((["--extra-data", str(prepared)], "samplecnn teach"),
-                              (["--extra-data", str(taught_both), "--extra-share", "1.5"], "--extra-share")):
+                              (["--extra-data", str(taught_both), "--extra-share", "1.5"], "--extra-share"),
+                              (["--extra-data", str(taught_both), "--extra-data", str(taught_both)], "--extra-share"),
+                              (["--extra-data", str(taught_both), "--extra-data", str(taught_both), "--extra-share",
+                                "0.6", "--extra-share", "0.5"], "sum to less than 1")):
         capsys.readouterr()
         assert main(["train", "--data", str(taught_both), "--out", str(tmp_path / "bad"), *common, *extra_args]) != 0
         err = capsys.readouterr().err
