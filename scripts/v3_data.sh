@@ -17,14 +17,16 @@ command -v fluidsynth >/dev/null || bash scripts/install-fluidsynth.sh
     --split-column split --out $R/corpus-cache --workers 2
 # subset SPLIT DST [N]: the game-music rows (no MIDI renders) of corpus-labels.csv in SPLIT (or "any") -> DST,
 # atomically; with N, a fixed draw of N of them relabelled "valid", so that `evaluate --split valid` scores them.
+# RENDERS=1 subset ...: the MIDI ensemble renders' rows instead.
 subset() {
-  .venv/bin/python - "$R/corpus-labels.csv" "$@" <<'PY'
+  RENDERS=${RENDERS:-0} .venv/bin/python - "$R/corpus-labels.csv" "$@" <<'PY'
 import csv, os, random, sys
 src, split, dst, n = sys.argv[1], sys.argv[2], sys.argv[3], (int(sys.argv[4]) if len(sys.argv) > 4 else None)
+renders = os.environ["RENDERS"] == "1"
 with open(src, newline="") as f:
     reader = csv.DictReader(f)
     fields = reader.fieldnames
-    rows = [r for r in reader if split in ("any", r["split"]) and not r[fields[0]].startswith("midi/")]
+    rows = [r for r in reader if split in ("any", r["split"]) and r[fields[0]].startswith("midi/") == renders]
 if n is not None:
     rows = [dict(r, split="valid") for r in random.Random(0).sample(rows, n)]
 with open(dst + ".tmp", "w", newline="") as f:
@@ -67,4 +69,15 @@ fi
 [ -f $R/voices-labels.csv ] || $S teach --make-table $R/voices/manifest.csv $R/voices-labels.csv
 [ -f $R/voices-cache/index.csv ] || $S prepare folder --audio $R/voices --labels $R/voices-labels.csv \
     --split-column split --min-seconds 0.5 --out $R/voices-cache --workers 2
+# WITH_RENDERS=1: also the ensemble MIDI renders (10 h, every part together) with their own labels ahead, like the
+# solo renders: a second --extra-data source (the `renders` run of scripts/v3_next_ablation.sh; about half an hour
+# of teacher labels more).
+if [ "${WITH_RENDERS:-0}" = 1 ]; then
+  if [ ! -f $R/midi-cache/index.csv ]; then
+    RENDERS=1 subset any $R/midi-labels.csv
+    $S prepare folder --audio $R/corpus --labels $R/midi-labels.csv --split-column split --out $R/midi-cache --workers 2
+  fi
+  [ -f $R/midi-cache/teacher/meta.json ] || $S teach --data $R/midi-cache --teacher both --workers 2 \
+      --labels-per-segment 3
+fi
 echo "v3 data ready in $R"
