@@ -44,9 +44,10 @@ def version() -> str:
 
 
 def quantize(checkpoint_path: str | os.PathLike, calibration: Iterable[np.ndarray], out: str | os.PathLike,
-             overwrite: bool = False) -> Path:
+             overwrite: bool = False, finetune_steps: int = 0) -> Path:
     """Write the int8 model of `checkpoint_path` to `out` (atomically), its activation ranges calibrated on
-    `calibration`: segments of real music, (segment_samples,) float32 each."""
+    `calibration`: real music, one float32 array per song at the model's rate, each at least a segment long.
+    With `finetune_steps`, the weights are first fine-tuned for int8 on that music (`samplecnn.qat`)."""
     import logging
 
     _ort()
@@ -55,15 +56,28 @@ def quantize(checkpoint_path: str | os.PathLike, calibration: Iterable[np.ndarra
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     except ImportError:
         raise SampleCNNError(_MISSING) from None
-    from .onnx_export import INPUT, export
+    from . import checkpoint, folding, qat
+    from .onnx_export import INPUT, export_model
 
-    calibration = [np.asarray(s, np.float32) for s in calibration]
+    model, info = checkpoint.read(checkpoint_path)
+    songs = [np.asarray(s, np.float32) for s in calibration]
+    seg = info.segment_samples
+    calibration = [s[i:i + seg] for s in songs for i in range(0, len(s) - seg + 1, seg)]
     if not calibration:
-        raise SampleCNNError("no calibration music: int8 needs segments of real music")
+        raise SampleCNNError("no calibration music: int8 needs real music, at least one segment of it")
+    model, fixed = folding.fold_batchnorm(model), {}
+    if finetune_steps:
+        model, fixed = qat.finetune(model, songs, calibration, finetune_steps, seg)
+        info.provenance = {**info.provenance, "int8_finetune_steps": finetune_steps}
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export(checkpoint_path, Path(tmp) / "fp32.onnx")
+        fp32 = export_model(model, info, Path(tmp) / "fp32.onnx")
         graph = onnx.load(fp32).graph
-        ranges = tensor_ranges(fp32, calibration)  # every float tensor: the quantiser measures none itself
+        # every float tensor: the quantiser measures none itself; the fine-tuned ones keep the ranges trained with
+        ranges = tensor_ranges(fp32, calibration)
+        missing = set(fixed) - set(ranges)
+        if missing:
+            raise SampleCNNError(f"int8: the exported graph lacks the fine-tuned tensors {', '.join(sorted(missing))}")
+        ranges.update(fixed)
         layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
         # fp32: the first conv (one input channel: nothing to gain), the head conv and the classifier (a tiny share
         # of the work, and where every error lands in the scores), and the sigmoid after it, or the logits and

@@ -58,9 +58,15 @@ def metadata(info: checkpoint.ModelInfo) -> dict[str, str]:
 
 def export(checkpoint_path: str | os.PathLike, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write the ONNX model of `checkpoint_path` to `out` (atomically); returns `out`."""
+    model, info = checkpoint.read(checkpoint_path)
+    return export_model(model, info, out, overwrite)
+
+
+def export_model(model: nn.Module, info: checkpoint.ModelInfo, out: str | os.PathLike, overwrite: bool = False
+                 ) -> Path:
+    """Write `model` (folded here if it is not yet) with `info`'s metadata to `out` (atomically); returns `out`."""
     import onnx  # the optional extra `onnx`; the CLI turns its absence into a one-line error
 
-    model, info = checkpoint.read(checkpoint_path)
     wrapped = _Exported(folding.fold_batchnorm(model)).eval()
     example = torch.zeros(1, 1, info.segment_samples)
     with atomic_path(out, overwrite=overwrite) as tmp, warnings.catch_warnings():

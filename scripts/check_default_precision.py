@@ -3,12 +3,13 @@ records in samplecnn/assets/default.safetensors (its weights unchanged; the reco
 and the calibrated int8 model beside it (default.int8.onnx). Rerun it on each kind of machine, and after the
 default model is replaced.
 
-    .venv/bin/python scripts/check_default_precision.py CORPUS_DIR [--reference DIR]
+    .venv/bin/python scripts/check_default_precision.py CORPUS_DIR [--reference DIR] [--finetune-steps N]
 
 CORPUS_DIR: the Debian game-music corpus (`samplecnn corpus debian`, docs/corpus.md), read through its manifest.
 The check: 30-s excerpts of every held-out ("valid") track, of every track of the training packages with at most
 15 tracks, and of the musicnn reference excerpts (96 songs with today's corpus); int8's activation ranges are
-calibrated on three tracks of each other training package, so no song of the check is calibrated on.
+calibrated on three tracks of each other training package, so no song of the check is calibrated on (and with
+--finetune-steps, the int8 model's weights fine-tuned on them: `samplecnn check-precision --finetune-steps`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus")
     parser.add_argument("--reference", default=str(ROOT.parent / "shared" / "musicnn-reference"))
+    parser.add_argument("--finetune-steps", default="0", help="int8 fine-tuning steps (default: none)")
     args = parser.parse_args()
     corpus = Path(args.corpus)
     with open(corpus / "manifest.csv", newline="", encoding="utf-8") as f:
@@ -49,8 +51,9 @@ def main() -> int:
             calibrate += files[:CALIBRATE_EACH]
     if Path(args.reference).is_dir():
         check.append(args.reference)
-    return samplecnn(["check-precision", "default", *check, "--calibrate", *calibrate,
-                      "--out", str(ROOT / "samplecnn" / "assets" / "default.safetensors"), "--force"])
+    return samplecnn(["check-precision", "default", *check, "--calibrate", *calibrate, "--finetune-steps",
+                      args.finetune_steps, "--out", str(ROOT / "samplecnn" / "assets" / "default.safetensors"),
+                      "--force"])
 
 
 if __name__ == "__main__":
