@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build the v3 long run's data under runs/ (about 50 minutes on 2 cores): the Debian corpus, 10 h of MIDI renders,
-# 4 h of solo renders, the csound-soundfont instrument set, the voices, their teacher tables and the training/validation caches.
+# Build the v3 long run's data under runs/ (50-100 minutes on 2 cores; 100 on the AMD EPYC of 2026-12-04): the
+# Debian corpus, 10 h of MIDI renders, 4 h of solo renders, the csound-soundfont instrument set, the voices, their
+# teacher tables and the training/validation caches.
 # Each step is skipped when its output exists, so a rerun after an interruption does only what is left.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,7 +56,7 @@ if [ ! -f $R/game-cache/index.csv ]; then
   subset any $R/game-labels.csv
   $S prepare folder --audio $R/corpus --labels $R/game-labels.csv --split-column split --out $R/game-cache --workers 2
 fi
-# Its teacher labels, one window every third of a segment (0.89 s; ~78,000 windows, 25 min on 2 cores; resumable):
+# Its teacher labels, one window every third of a segment (0.89 s; ~78,000 windows, 25-47 min on 2 cores; resumable):
 # the long run's views labelled ahead, so that a training step costs the student's work alone.
 [ -f $R/game-cache/teacher/meta.json ] || $S teach --data $R/game-cache --teacher both --workers 2 --labels-per-segment 3
 # Solo renders (one part alone: a drum kit or one instrument; 4 h) with their own labels ahead: `train --extra-data`
