@@ -593,7 +593,7 @@ def _check_precision_arguments(p: argparse.ArgumentParser) -> None:
                         "skipped without it")
     p.add_argument("--finetune-steps", type=int, default=0, metavar="N",
                    help="fine-tune the int8 model's weights for N steps on the calibration music first "
-                        "(quantisation-aware, towards the fp32 model's own scores; ~1 s a step on 2 cores)")
+                        "(quantisation-aware, towards the fp32 model's own scores; ~1.3 s a step on 2 cores)")
     p.add_argument("--excerpt", type=float, default=30.0, metavar="S",
                    help="seconds from the middle of each file; 0 = whole files (default: %(default)s)")
     cl.add_device(p)
