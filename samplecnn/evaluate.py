@@ -18,8 +18,6 @@ from .fileio import atomic_path
 def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "test",
              out: str | os.PathLike | None = None, batch_size: int | None = None, device: str | None = None) -> dict:
     """Score every clip of `split` (mean over its non-overlapping segments, as in the papers) and summarise."""
-    from tqdm import tqdm
-
     tagger = inference.load(model, device=device, batch_size=batch_size)
     cache = Cache(data)
     if list(cache.tags) != tagger.tags:
@@ -30,13 +28,20 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "te
     clips = cache.indices(split)
     if len(clips) == 0:
         raise SampleCNNError(f"the dataset has no clips in the {split!r} split", data)
-    scores = np.stack([inference.song_scores(tagger.taggram(cache.clip_float(int(i))))
-                       for i in tqdm(clips, desc=f"evaluating {split}", unit="clip", dynamic_ncols=True)])
+    scores = clip_scores(tagger, cache, clips, f"evaluating {split}")
     result = metrics.summary(cache.labels[clips], scores, list(cache.tags))
     result.update(model=os.fspath(model), data=os.fspath(data), split=split)
     if out is not None:
         write_report(result, Path(out))
     return result
+
+
+def clip_scores(tagger: inference.Tagger, cache: Cache, clips: np.ndarray, desc: str = "scoring") -> np.ndarray:
+    """(clips, tags) song-level scores of whole cached clips: the mean over each clip's segments, as `tag` gives."""
+    from tqdm import tqdm
+
+    return np.stack([inference.song_scores(tagger.taggram(cache.clip_float(int(i))))
+                     for i in tqdm(clips, desc=desc, unit="clip", dynamic_ncols=True)])
 
 
 def write_report(result: dict, out: Path) -> None:

@@ -56,6 +56,8 @@ def quantize(checkpoint_path: str | os.PathLike, calibration: Iterable[np.ndarra
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     except ImportError:
         raise SampleCNNError(_MISSING) from None
+    import torch
+
     from . import checkpoint, folding, qat
     from .onnx_export import INPUT, export_model
 
@@ -65,19 +67,21 @@ def quantize(checkpoint_path: str | os.PathLike, calibration: Iterable[np.ndarra
     calibration = [s[i:i + seg] for s in songs for i in range(0, len(s) - seg + 1, seg)]
     if not calibration:
         raise SampleCNNError("no calibration music: int8 needs real music, at least one segment of it")
-    model, fixed = folding.fold_batchnorm(model), {}
-    if finetune_steps:
-        model, fixed = qat.finetune(model, songs, calibration, finetune_steps, seg)
-        info.provenance = {**info.provenance, "int8_finetune_steps": finetune_steps}
+    model = folding.fold_batchnorm(model)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_model(model, info, Path(tmp) / "fp32.onnx")
+        ranges = tensor_ranges(fp32, calibration)  # every float tensor: the quantiser measures none itself
+        if finetune_steps:  # the weights change, the ranges they are tuned to do not
+            names = qat.quantised_relus(model)
+            missing = set(names) - set(ranges)
+            if missing:
+                raise SampleCNNError(f"int8: the exported graph lacks the tensors {', '.join(sorted(missing))}")
+            fixed = {name: ranges[name] for name in names}
+            model = qat.finetune(model, songs, torch.tensor([hi for _, hi in fixed.values()]), finetune_steps, seg)
+            info.provenance = {**info.provenance, "int8_finetune_steps": finetune_steps}
+            fp32 = export_model(model, info, Path(tmp) / "tuned.onnx")
+            ranges = {**tensor_ranges(fp32, calibration), **fixed}
         graph = onnx.load(fp32).graph
-        # every float tensor: the quantiser measures none itself; the fine-tuned ones keep the ranges trained with
-        ranges = tensor_ranges(fp32, calibration)
-        missing = set(fixed) - set(ranges)
-        if missing:
-            raise SampleCNNError(f"int8: the exported graph lacks the fine-tuned tensors {', '.join(sorted(missing))}")
-        ranges.update(fixed)
         layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
         # fp32: the first conv (one input channel: nothing to gain), the head conv and the classifier (a tiny share
         # of the work, and where every error lands in the scores), and the sigmoid after it, or the logits and

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 from samplecnn import checkpoint, metrics
 from samplecnn.data import Cache
-from samplecnn.inference import Tagger, song_scores
+from samplecnn.evaluate import clip_scores
+from samplecnn.inference import Tagger
 
 
 def averaged(paths: list[str], weights: list[float]) -> tuple[torch.nn.Module, checkpoint.ModelInfo]:
@@ -50,8 +49,7 @@ def main() -> None:
     cache = Cache(args.valid_data)
     clips = cache.indices("valid")
     tagger = Tagger(model, info, precision="fp32")
-    scores = np.stack([song_scores(tagger.taggram(cache.clip_float(int(i))))
-                       for i in tqdm(clips, desc="calibrating thresholds", unit="clip")])
+    scores = clip_scores(tagger, cache, clips, "calibrating thresholds")
     info.thresholds = [float(t) for t in metrics.f1_thresholds(cache.labels[clips], scores)]
     info.provenance = {**info.provenance, "source": "scripts/average_models.py",
                        "averaged": [{"model": p, "weight": round(w, 4)} for p, w in zip(args.models, weights)]}

@@ -447,37 +447,47 @@ def test_int8_ranges_come_from_every_calibration_segment_and_the_scores_stay_fp3
 
 def test_int8_finetuning_trains_through_onnx_runtimes_roundings_with_the_ranges_it_hands_over(tmp_path):
     """The simulation the fine-tuning trains through is ONNX Runtime's int8 model (the same scores to rounding),
-    fine-tuning brings the simulated int8 scores closer to the fp32 model's on the music it tunes on, and the
-    quantiser is handed exactly the activation ranges the weights were tuned with."""
+    fine-tuning brings the simulated int8 scores closer to the fp32 model's on the music it tunes on, and the int8
+    file holds the fine-tuned weights with exactly the activation ranges they were tuned with."""
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
     from onnx import numpy_helper
 
     from samplecnn import int8, qat
+    from samplecnn.onnx_export import export
 
     ckpt = write_checkpoint(tmp_path / "m.safetensors", width=0.25)
     folded = folding.fold_batchnorm(checkpoint.read(ckpt)[0])
     amen = audio.decode_mono(AMEN)
     songs = [amen[:len(amen) // 2], music_like(8 * SEG / SR, seed=21) * 0.3]
     segments = [s[i:i + SEG] for s in songs for i in range(0, len(s) - SEG + 1, SEG)]
-    maxes = qat.activation_maxes(folded, segments)
+    ranges = int8.tensor_ranges(export(ckpt, tmp_path / "fp32.onnx"), segments)
+    maxes = torch.tensor([ranges[name][1] for name in qat.quantised_relus(folded)])
     probe = torch.from_numpy(np.stack([amen[-SEG:], music_like(SEG / SR, seed=22) * 0.6]))[:, None]
-    plain = int8.Int8Model(int8.quantize(ckpt, songs, tmp_path / "plain.int8.onnx"), threads=2)(probe[:, 0].numpy())
-    with torch.no_grad():
-        simulated = torch.sigmoid(qat.simulated_logits(folded, probe, maxes)).numpy()
-    np.testing.assert_allclose(simulated, plain[0], atol=2e-3)
+
+    def int8_scores(path):
+        return int8.Int8Model(path, threads=2)(probe[:, 0].numpy())[0]
+
+    def simulated_scores(model, x=probe):
+        with torch.no_grad():
+            return torch.sigmoid(qat.simulated_logits(model, x, maxes)).numpy()
+
+    plain = int8_scores(int8.quantize(ckpt, songs, tmp_path / "plain.int8.onnx"))
+    np.testing.assert_allclose(simulated_scores(folded), plain, atol=2e-3)
 
     tuning = torch.from_numpy(np.stack(segments))[:, None]
-
-    def gap(model):
-        with torch.no_grad():
-            return float((torch.sigmoid(qat.simulated_logits(model, tuning, maxes))
-                          - torch.sigmoid(folded(tuning))).abs().mean())
-
-    tuned, ranges = qat.finetune(folded, songs, segments, steps=20, samples=SEG)
-    assert gap(tuned) < gap(folded)
-    assert list(ranges) == qat.stem_and_block_outputs(folded)
-    graph = onnx.load(int8.quantize(ckpt, songs, tmp_path / "tuned.int8.onnx", finetune_steps=2)).graph
+    with torch.no_grad():
+        fp32 = torch.sigmoid(folded(tuning)).numpy()
+    tuned = qat.finetune(folded, songs, maxes, steps=20, samples=SEG)
+    gap = np.abs(simulated_scores(tuned, tuning) - fp32).mean()
+    assert gap < np.abs(simulated_scores(folded, tuning) - fp32).mean()
+    tuned_path = int8.quantize(ckpt, songs, tmp_path / "tuned.int8.onnx", finetune_steps=20)
+    # the file holds the tuned weights, not the original ones: its scores are nearer the tuned model's simulation
+    # (measured 0.0055; the simulation matches ONNX Runtime to 4e-7 on the original weights, see the README) than
+    # the original weights' int8 scores (0.014)
+    tuned_scores = int8_scores(tuned_path)
+    assert np.abs(tuned_scores - simulated_scores(tuned)).max() < 0.5 * np.abs(tuned_scores - plain).max()
+    graph = onnx.load(tuned_path).graph
     scales = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("_scale")}
-    for name, top in zip(qat.stem_and_block_outputs(folded), maxes):
+    for name, top in zip(qat.quantised_relus(folded), maxes):
         assert float(scales[f"{name}_scale"]) * 255 == pytest.approx(float(top), rel=1e-5)
